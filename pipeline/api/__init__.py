@@ -1,0 +1,1 @@
+"""The profile API: customer profiles and timelines read from ClickHouse."""

@@ -1,0 +1,139 @@
+"""One frozen settings object, read from ``CDP_*`` environment variables.
+
+Every process (collector, worker, CLI, tests) builds its configuration here and nowhere else, so
+the README's settings table, ``docker-compose.yml`` and the code cannot drift apart: a test checks
+that every ``CDP_*`` name the compose file sets is a field of :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root (settings default paths are relative to it in a source checkout).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Topic names are part of the interface between stages, documented in the README.
+TOPIC_RAW = "cdp.events.raw"
+TOPIC_INVALID = "cdp.events.invalid"
+TOPIC_RESOLVED = "cdp.events.resolved"
+TOPIC_IDENTITY_CHANGES = "cdp.identity.changes"
+TOPIC_PROFILE_CHANGES = "cdp.profiles.changes"
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Field ``foo_bar`` is read from ``CDP_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(env_prefix="CDP_", frozen=True, extra="ignore")
+
+    env: Literal["local", "production"] = Field(
+        "local", description="`production` refuses the local default secrets."
+    )
+    data_dir: Path = Field(
+        PROJECT_ROOT / ".run", description="Local state: Kafka data, chDB files, logs, pid files."
+    )
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_heap: str = Field("512m", description="Max heap of the local Kafka JVM.")
+    kafka_libs_dir: Path = Field(
+        PROJECT_ROOT / ".cache" / "kafka" / "libs",
+        description="Where `make setup` copies the Kafka jars from Maven Central.",
+    )
+    faust_store: Literal["memory://", "rocksdb://", "rocksdict://"] = Field(
+        "rocksdict://",
+        description="Faust table store: RocksDB (rocksdict) or memory; both changelog-backed.",
+    )
+    topic_partitions: int = Field(8, ge=1, description="Partitions of the per-customer topics.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+
+    # ClickHouse
+    clickhouse_dsn: str = Field(
+        "",
+        description="Empty: embedded chDB in data_dir; else e.g. http://user:pw@host:8123/cdp",
+    )
+    clickhouse_database: str = Field("cdp", description="ClickHouse database of the tables.")
+
+    # HTTP edges
+    collector_host: str = Field("127.0.0.1", description="Collector bind address.")
+    collector_port: int = Field(8080, description="Collector port (tracking API, pixel).")
+    api_host: str = Field("127.0.0.1", description="Profile API bind address.")
+    api_port: int = Field(8081, description="Profile API port.")
+
+    # Secrets: the local defaults are refused when env=production.
+    write_keys: SecretStr = Field(
+        SecretStr("local-write-key:local"),
+        description="Comma-separated `key:source` pairs accepted as Segment write keys.",
+    )
+    api_token: SecretStr = Field(
+        SecretStr("local-api-token"), description="Bearer token of the profile API."
+    )
+
+    # Identity
+    default_phone_region: str = Field("US", description="Region for phones without +country.")
+    identity_custom_types: str = Field(
+        "", description="Comma-separated extra identifier types (e.g. loyalty_card,crm_id)."
+    )
+    identity_blocked_values: str = Field(
+        "", description="Comma-separated extra identifier values that never link anything."
+    )
+    identity_blocked_regex: str = Field("", description="Regex of values that never link.")
+
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        "info", description="Log level of the Python processes."
+    )
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    def check_production(self) -> None:
+        """Refuse to run in production with the well-known local secrets."""
+        if self.env != "production":
+            return
+        if "local-write-key" in self.write_keys.get_secret_value():
+            raise ValueError("CDP_WRITE_KEYS must be set in production (local default refused)")
+        if self.api_token.get_secret_value() == "local-api-token":
+            raise ValueError("CDP_API_TOKEN must be set in production (local default refused)")
+
+    @cached_property
+    def write_key_sources(self) -> dict[str, str]:
+        """Write key → source name. The source name, never the key, travels with events."""
+        mapping: dict[str, str] = {}
+        for item in self.write_keys.get_secret_value().split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, _, source = item.partition(":")
+            mapping[key] = source or "default"
+        return mapping
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def effective_clickhouse_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{self.chdb_path}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.effective_clickhouse_dsn.startswith("chdb:")
+
+    @property
+    def collector_url(self) -> str:
+        return f"http://{self.collector_host}:{self.collector_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; keyword overrides win (used by tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

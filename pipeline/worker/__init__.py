@@ -1,0 +1,1 @@
+"""The stream-processing worker: one faust app hosting the pipeline's agents."""

@@ -1,0 +1,86 @@
+"""The worker process: the faust app, its agents, and (locally) the profile API and ``/metrics``.
+
+Stages register their agents on the app in :func:`create_app`. chDB lets one process open a data
+path, so in local mode this process also owns the ClickHouse client used by the sink and the
+profile API; with a ClickHouse server the API can also run on its own (``cdp api``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from aiohttp import web
+from mode import Service
+from prometheus_client import CollectorRegistry
+
+from pipeline.httpd import serve
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class HttpService(Service):
+    """Runs an aiohttp application as a child service of the faust app (same event loop)."""
+
+    def __init__(self, app: web.Application, host: str, port: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._web_app = app
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        self._runner = await serve(self._web_app, self._host, self._port)
+        log.info("HTTP listening on http://%s:%s", self._host, self._port)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def create_faust_app(settings: Settings, app_id: str = "cdp-worker") -> faust.App:
+    return faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.faust_store,
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=False,  # our own aiohttp server serves /metrics and the API
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    """The worker's faust app with every pipeline stage and the embedded HTTP server."""
+    from pipeline.api.server import build_api
+    from pipeline.metrics import BuildMetrics
+    from pipeline.storage.clickhouse import client_from_settings
+    from pipeline.storage.migrate import migrate
+
+    registry = registry or CollectorRegistry()
+    BuildMetrics.create(registry, "worker")
+    app = create_faust_app(settings)
+    client = client_from_settings(settings)
+    applied = migrate(client, settings.clickhouse_database)
+    if applied:
+        log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+
+    def healthy() -> dict[str, object]:
+        return {"ok": True, "component": "worker", "faust_started": bool(app.started)}
+
+    api = build_api(settings, client=client, registry=registry, health=healthy)
+    app.add_dependency(HttpService(api, settings.api_host, settings.api_port))
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in the foreground until SIGTERM / SIGINT (used by ``cdp worker``)."""
+    settings.check_production()
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
