@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 KAFKA_STAMP := .cache/kafka/libs/.pom-digest
 PYTEST_ARGS ?=
+LINT_PATHS := pipeline tests $(wildcard bench)
 
 export TZ := UTC
 
@@ -49,13 +50,13 @@ bench: setup ## Run the benchmarks and write BENCHMARKS.md
 	$(BIN)/cdp bench
 
 lint: setup ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check pipeline tests bench
-	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 format: setup ## Format the code with ruff
-	$(BIN)/ruff format pipeline tests bench
-	$(BIN)/ruff check --fix pipeline tests bench
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean: down ## Stop the stack and delete local data (.run/)
 	rm -rf .run

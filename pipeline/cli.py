@@ -29,13 +29,15 @@ def _fail(message: str) -> None:
 
 
 @kafka_app.command("fetch")
-def kafka_fetch() -> None:
+def kafka_fetch(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Maven's output."),
+) -> None:
     """Fetch the pinned Kafka jars from Maven Central (idempotent)."""
     from pipeline.localstack.kafka import KafkaError, ensure_jars
 
     settings = load_settings()
     try:
-        path = ensure_jars(settings.kafka_libs_dir, quiet=False)
+        path = ensure_jars(settings.kafka_libs_dir, quiet=not verbose)
     except KafkaError as exc:
         _fail(str(exc))
     typer.echo(f"Kafka jars in {path}")
