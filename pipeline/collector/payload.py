@@ -1,0 +1,458 @@
+"""Validation of Segment HTTP Tracking API payloads: bytes -> JSON -> a checked :class:`Message`.
+
+Pure: no clock, no I/O. :mod:`pipeline.collector.enrich` turns a :class:`Message` into an Avro
+``Event``; the HTTP layer maps the errors below to status codes (``error.status``).
+
+Rules (the README of the collector repeats them for SDK users):
+
+* ``type`` is one of :data:`MESSAGE_TYPES`. On ``/v1/<type>`` endpoints the path gives the type;
+  a payload ``type`` that contradicts it is an error. Batch items must each carry ``type``.
+* ``track`` needs ``event``; ``group`` needs ``groupId``; ``alias`` needs ``userId`` and
+  ``previousId``; every other type needs ``userId`` or ``anonymousId``. Extension: an email in
+  ``traits`` / ``context.traits`` also identifies the sender, because email-open pixels have no
+  cookie and no login.
+* ``properties``, ``traits``, ``context``, ``integrations`` and the ``context`` sub-objects we
+  read must be objects when present (``null`` counts as absent); the ``context`` leaves we read
+  must be strings.
+* ``timestamp`` / ``originalTimestamp`` / ``sentAt`` are ISO-8601 strings; without an offset they
+  are taken as UTC.
+* Sizes: one event at most :data:`MAX_EVENT_BYTES` (re-serialized compact JSON), one request body
+  at most :data:`MAX_BATCH_BYTES`; both raise :class:`PayloadTooLargeError` (HTTP 413).
+
+Hostile strings, decided per kind of field:
+
+* Identifiers (``userId``, ``anonymousId``, ``previousId``, ``groupId``, ``messageId``) are
+  rejected when longer than :data:`MAX_ID_CHARS` or containing control characters: truncating or
+  cleaning an id would silently merge different people. Empty / whitespace-only ids count as
+  absent (SDKs send ``""`` for "no user yet"). Integer ids become their decimal string.
+* Names (``event``, page/screen ``name``) are rejected beyond :data:`MAX_NAME_CHARS`: they are
+  analytics keys, and a 10 KB event name is a bug, not a name. Control characters become spaces.
+* Descriptive text (URLs, title, referrer, user agent, locale, library, UTM values) has control
+  characters replaced by spaces and is truncated to its limit in :data:`TEXT_LIMITS`: losing the
+  tail of a 50 KB URL costs nothing, dropping the event would.
+* ``properties`` / ``traits`` contents are not altered: they are only bounded by the event size,
+  and JSON escaping makes control characters harmless.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+MESSAGE_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_ID_CHARS = 256
+MAX_NAME_CHARS = 255
+TEXT_LIMITS: Mapping[str, int] = {
+    "url": 2048,
+    "title": 512,
+    "user_agent": 512,
+    "locale": 35,  # BCP 47 tags in the wild stay far below this.
+    "library": 128,
+    "utm": 256,
+    "consent": 64,
+}
+# Longest accepted ISO-8601 string; bounds the work fromisoformat does on hostile input.
+_MAX_TIMESTAMP_CHARS = 64
+
+# C0/C1 controls and lone surrogates (which cannot be encoded as UTF-8, so Avro and orjson would
+# fail on them later). Bidi and zero-width characters are left to the identity normalizer.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+# Segment's context.campaign names the campaign ``name``; the rest map one to one.
+_CAMPAIGN_TO_UTM = {
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "name": "utm_campaign",
+    "campaign": "utm_campaign",
+    "term": "utm_term",
+    "content": "utm_content",
+}
+
+
+class PayloadError(ValueError):
+    """The payload breaks the tracking API contract. ``field`` is a dotted path into it."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class PayloadTooLargeError(PayloadError):
+    """An event or a request body exceeds its size limit (HTTP 413)."""
+
+    status = 413
+    code = "too_large"
+
+
+class AuthError(Exception):
+    """The write key is missing or unknown (HTTP 401). The message never contains the key."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One validated Segment message, strings cleaned, ready for enrichment."""
+
+    type: str
+    event: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
+    group_id: str | None = None
+    message_id: str | None = None
+    timestamp_ms: int | None = None
+    sent_at_ms: int | None = None
+    write_key: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    # The person's traits: context.traits overlaid by top-level traits (not for group, whose
+    # top-level traits describe the group and are folded into properties instead).
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    context_traits: Mapping[str, Any] = field(default_factory=dict)
+    ip: str | None = None
+    user_agent: str | None = None
+    page_url: str | None = None
+    page_path: str | None = None
+    page_title: str | None = None
+    referrer: str | None = None
+    locale: str | None = None
+    library: str | None = None
+    campaign: Mapping[str, str] = field(default_factory=dict)
+    consent: tuple[str, ...] = ()
+
+
+def decode_json(body: bytes, *, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, Any]:
+    """Parse a request body: a JSON object, valid UTF-8, at most ``max_bytes``.
+
+    A leading UTF-8 byte-order mark is tolerated (some Windows HTTP clients add one).
+    """
+    if len(body) > max_bytes:
+        raise PayloadTooLargeError("$", f"body is {len(body)} bytes, the limit is {max_bytes}")
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson rejects invalid UTF-8 and lone surrogates itself, with a precise position.
+        raise PayloadError("$", f"not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise PayloadError("$", f"must be a JSON object, got {_json_type(value)}")
+    return value
+
+
+def check_event_size(payload: Mapping[str, Any], field: str = "$") -> int:
+    """Size of one event as compact JSON; raises when over :data:`MAX_EVENT_BYTES`.
+
+    Re-serializing also proves the event can be written out later (orjson refuses nesting deeper
+    than 254 levels, 65-bit integers and non-string keys), so enrichment cannot fail on it.
+    """
+    try:
+        size = len(orjson.dumps(payload))
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise PayloadError(field, f"cannot be serialized as JSON: {exc}") from exc
+    if size > MAX_EVENT_BYTES:
+        raise PayloadTooLargeError(
+            field, f"event is {size} bytes as JSON, the limit is {MAX_EVENT_BYTES}"
+        )
+    return size
+
+
+def parse_message(payload: Mapping[str, Any], *, type_hint: str | None = None) -> Message:
+    """Validate one Segment message (a single-event body or one batch item)."""
+    msg_type = _message_type(payload, type_hint)
+    check_event_size(payload)
+    context = _object(payload, "context", "context")
+    properties = dict(_object(payload, "properties", "properties"))
+    top_traits = _object(payload, "traits", "traits")
+    context_traits = _object(context, "traits", "context.traits")
+    _object(payload, "integrations", "integrations")  # accepted for SDK compatibility, unused
+
+    if msg_type == "group":
+        # Group traits describe the account, not the person: keep them out of person traits.
+        properties = {**properties, **top_traits}
+        traits: Mapping[str, Any] = context_traits
+    else:
+        traits = {**context_traits, **top_traits} if top_traits else context_traits
+
+    message = Message(
+        type=msg_type,
+        event=_event_name(payload, msg_type),
+        user_id=_identifier(payload, "userId"),
+        anonymous_id=_identifier(payload, "anonymousId"),
+        previous_id=_identifier(payload, "previousId"),
+        group_id=_identifier(payload, "groupId"),
+        message_id=_identifier(payload, "messageId"),
+        timestamp_ms=_timestamp(payload, "timestamp")
+        if payload.get("timestamp") is not None
+        else _timestamp(payload, "originalTimestamp"),
+        sent_at_ms=_timestamp(payload, "sentAt"),
+        write_key=_write_key(payload),
+        properties=properties,
+        traits=traits,
+        context_traits=context_traits,
+        consent=parse_consent(context.get("consent")),
+        campaign=_campaign(context),
+        library=_library(context),
+        **_context_text(context, properties if msg_type == "page" else {}),
+    )
+    _check_required(message)
+    return message
+
+
+def clean_text(value: str, limit: int) -> str | None:
+    """Control characters to spaces, trimmed, truncated to ``limit`` characters; None if empty."""
+    text = _CONTROL_CHARS.sub(" ", value).strip()[:limit].strip()
+    return text or None
+
+
+def parse_consent(value: Any) -> tuple[str, ...]:
+    """Granted categories from ``context.consent``, lower-cased, unique and sorted.
+
+    Accepts a list of category names, Segment's ``{"categoryPreferences": {name: bool}}``, or an
+    object with a ``categories`` list. Lower-casing makes "Analytics" and "analytics" one category.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        names = [_consent_name(item, f"context.consent[{i}]") for i, item in enumerate(value)]
+    elif isinstance(value, dict):
+        prefs = value.get("categoryPreferences")
+        categories = value.get("categories")
+        names = []
+        if prefs is not None:
+            if not isinstance(prefs, dict):
+                raise PayloadError("context.consent.categoryPreferences", "must be an object")
+            for name, granted in prefs.items():
+                if not isinstance(granted, bool):
+                    raise PayloadError(
+                        f"context.consent.categoryPreferences.{name}", "must be true or false"
+                    )
+                if granted:
+                    names.append(_consent_name(name, "context.consent.categoryPreferences"))
+        if categories is not None:
+            if not isinstance(categories, list):
+                raise PayloadError("context.consent.categories", "must be an array of strings")
+            names += [
+                _consent_name(item, f"context.consent.categories[{i}]")
+                for i, item in enumerate(categories)
+            ]
+    else:
+        raise PayloadError(
+            "context.consent",
+            "must be an array of category names or an object with categoryPreferences",
+        )
+    return tuple(sorted({name for name in names if name}))
+
+
+def to_epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch; a naive datetime is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _ONE_MS
+
+
+def _message_type(payload: Mapping[str, Any], type_hint: str | None) -> str:
+    sent = payload.get("type")
+    if sent is not None and not isinstance(sent, str):
+        raise PayloadError("type", f"must be a string, got {_json_type(sent)}")
+    if type_hint is not None:
+        if sent is not None and sent != type_hint:
+            raise PayloadError(
+                "type", f"{_excerpt(sent)!r} does not match the /v1/{type_hint} endpoint"
+            )
+        sent = type_hint
+    if sent is None:
+        raise PayloadError("type", "is required")
+    if sent not in MESSAGE_TYPES:
+        raise PayloadError(
+            "type", f"{_excerpt(sent)!r} is not one of {', '.join(sorted(MESSAGE_TYPES))}"
+        )
+    return sent
+
+
+def _object(container: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = container.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(path, f"must be an object, got {_json_type(value)}")
+    return value
+
+
+def _identifier(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise PayloadError(key, f"must be a string, got {_json_type(value)}")
+    text = value.strip()
+    if len(text) > MAX_ID_CHARS:
+        raise PayloadError(key, f"is {len(text)} characters, the limit is {MAX_ID_CHARS}")
+    if _CONTROL_CHARS.search(text):
+        raise PayloadError(key, "contains control characters")
+    return text
+
+
+def _event_name(payload: Mapping[str, Any], msg_type: str) -> str | None:
+    key = "event" if msg_type == "track" else "name"
+    if msg_type not in ("track", "page", "screen"):
+        return None
+    value = payload.get(key)
+    if value is None or value == "":
+        if msg_type == "track":
+            raise PayloadError("event", "is required for track")
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(key, f"must be a string, got {_json_type(value)}")
+    if len(value) > MAX_NAME_CHARS:
+        raise PayloadError(key, f"is {len(value)} characters, the limit is {MAX_NAME_CHARS}")
+    name = clean_text(value, MAX_NAME_CHARS)
+    if name is None and msg_type == "track":
+        raise PayloadError("event", "must not be blank")
+    return name
+
+
+def _timestamp(payload: Mapping[str, Any], key: str) -> int | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_TIMESTAMP_CHARS:
+        raise PayloadError(key, "must be an ISO-8601 date-time string, e.g. 2024-05-01T12:00:00Z")
+    try:
+        return to_epoch_ms(datetime.fromisoformat(value))
+    except (ValueError, OverflowError) as exc:
+        raise PayloadError(
+            key, f"{_excerpt(value)!r} is not an ISO-8601 date-time ({exc})"
+        ) from exc
+
+
+def _write_key(payload: Mapping[str, Any]) -> str | None:
+    value = payload.get("writeKey")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError("writeKey", f"must be a string, got {_json_type(value)}")
+    return value
+
+
+def _text(container: Mapping[str, Any], key: str, path: str, limit: int) -> str | None:
+    value = container.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(path, f"must be a string, got {_json_type(value)}")
+    return clean_text(value, limit)
+
+
+def _context_text(
+    context: Mapping[str, Any], page_properties: Mapping[str, Any]
+) -> dict[str, str | None]:
+    page = _object(context, "page", "context.page")
+    url, title = TEXT_LIMITS["url"], TEXT_LIMITS["title"]
+    fields = {
+        "ip": _text(context, "ip", "context.ip", 64),
+        "user_agent": _text(context, "userAgent", "context.userAgent", TEXT_LIMITS["user_agent"]),
+        "locale": _text(context, "locale", "context.locale", TEXT_LIMITS["locale"]),
+        "page_url": _text(page, "url", "context.page.url", url),
+        "page_path": _text(page, "path", "context.page.path", url),
+        "page_title": _text(page, "title", "context.page.title", title),
+        "referrer": _text(page, "referrer", "context.page.referrer", url),
+    }
+    # analytics.js repeats the page fields in a page call's properties; other SDKs send them only
+    # there. Properties are free-form, so a non-string there is ignored rather than an error.
+    for target, key, limit in (
+        ("page_url", "url", url),
+        ("page_path", "path", url),
+        ("page_title", "title", title),
+        ("referrer", "referrer", url),
+    ):
+        candidate = page_properties.get(key)
+        if fields[target] is None and isinstance(candidate, str):
+            fields[target] = clean_text(candidate, limit)
+    return fields
+
+
+def _library(context: Mapping[str, Any]) -> str | None:
+    library = _object(context, "library", "context.library")
+    name = _text(library, "name", "context.library.name", TEXT_LIMITS["library"])
+    version = _text(library, "version", "context.library.version", TEXT_LIMITS["library"])
+    if name is None:
+        return None
+    joined = f"{name}/{version}" if version else name
+    return joined[: TEXT_LIMITS["library"]]
+
+
+def _campaign(context: Mapping[str, Any]) -> dict[str, str]:
+    campaign = _object(context, "campaign", "context.campaign")
+    utm: dict[str, str] = {}
+    for key, target in _CAMPAIGN_TO_UTM.items():
+        value = _text(campaign, key, f"context.campaign.{key}", TEXT_LIMITS["utm"])
+        if value is not None:
+            utm.setdefault(target, value)
+    return utm
+
+
+def _consent_name(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise PayloadError(path, f"consent category must be a string, got {_json_type(value)}")
+    return (clean_text(value, TEXT_LIMITS["consent"]) or "").lower()
+
+
+def _check_required(message: Message) -> None:
+    if message.type == "alias":
+        if message.user_id is None:
+            raise PayloadError("userId", "is required for alias")
+        if message.previous_id is None:
+            raise PayloadError("previousId", "is required for alias")
+        return
+    if message.type == "group" and message.group_id is None:
+        raise PayloadError("groupId", "is required for group")
+    if message.user_id is None and message.anonymous_id is None:
+        # message.traits, not the payload's: a group's traits.email is the account's address.
+        email = message.traits.get("email") or message.context_traits.get("email")
+        if not (isinstance(email, str) and email.strip()):
+            raise PayloadError("userId", "userId or anonymousId is required")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _excerpt(value: str, limit: int = 40) -> str:
+    """A short, printable piece of a hostile string for an error message."""
+    text = _CONTROL_CHARS.sub("?", value)
+    return text if len(text) <= limit else text[:limit] + "…"
