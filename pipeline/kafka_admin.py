@@ -27,11 +27,13 @@ def pipeline_topics(settings: s.Settings) -> list[TopicSpec]:
     return [
         # Identity is a single writer (see README, "Scaling identity"): one partition keeps a
         # total order of identity decisions; batches of events per message carry the rate.
-        TopicSpec(s.TOPIC_RAW, 1, rf, {"retention.ms": str(7 * 86400_000)}),
-        TopicSpec(s.TOPIC_INVALID, 1, rf, {"retention.ms": str(14 * 86400_000)}),
-        TopicSpec(s.TOPIC_RESOLVED, parts, rf),
-        TopicSpec(s.TOPIC_IDENTITY_CHANGES, parts, rf),
-        TopicSpec(s.TOPIC_PROFILE_CHANGES, parts, rf, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.topic(s.TOPIC_RAW), 1, rf, {"retention.ms": str(7 * 86400_000)}),
+        TopicSpec(settings.topic(s.TOPIC_INVALID), 1, rf, {"retention.ms": str(14 * 86400_000)}),
+        TopicSpec(settings.topic(s.TOPIC_RESOLVED), parts, rf),
+        TopicSpec(settings.topic(s.TOPIC_IDENTITY_CHANGES), 1, rf),
+        TopicSpec(
+            settings.topic(s.TOPIC_PROFILE_CHANGES), parts, rf, {"cleanup.policy": "compact"}
+        ),
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Info
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
 from pipeline import __version__
 
@@ -25,3 +25,102 @@ class BuildMetrics:
             {"version": __version__, "component": component, "python": platform.python_version()}
         )
         return cls(info)
+
+
+# Seconds-scale latencies: the e2e path crosses two Kafka hops and a batched sink.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# Per-message processing of a batch of events takes micro- to milliseconds.
+PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    """Metrics of the stream processors and the sink (one object per worker process)."""
+
+    events_processed: Counter
+    messages_processed: Counter
+    processing_seconds: Histogram
+    processing_errors: Counter
+    dead_letters: Counter
+    identity_merges: Counter
+    identity_refused: Counter
+    identity_identifiers: Counter
+    profile_updates: Counter
+    sink_rows: Counter
+    sink_batches: Counter
+    sink_flush_seconds: Histogram
+    sink_failures: Counter
+    e2e_latency: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
+        r = registry
+        return cls(
+            events_processed=Counter(
+                "cdp_agent_events", "Events processed, by agent.", ["agent"], registry=r
+            ),
+            messages_processed=Counter(
+                "cdp_agent_messages", "Kafka messages processed, by agent.", ["agent"], registry=r
+            ),
+            processing_seconds=Histogram(
+                "cdp_agent_processing_seconds",
+                "Time to process one Kafka message (a batch of events), by agent.",
+                ["agent"],
+                buckets=PROCESSING_BUCKETS_S,
+                registry=r,
+            ),
+            processing_errors=Counter(
+                "cdp_agent_errors",
+                "Messages that failed processing, by agent.",
+                ["agent"],
+                registry=r,
+            ),
+            dead_letters=Counter(
+                "cdp_dead_letters",
+                "Records written to cdp.events.invalid, by stage and reason.",
+                ["stage", "reason"],
+                registry=r,
+            ),
+            identity_merges=Counter(
+                "cdp_identity_merges", "Customers merged into another.", registry=r
+            ),
+            identity_refused=Counter(
+                "cdp_identity_refused_links",
+                "Links refused by a limit, by rule.",
+                ["rule"],
+                registry=r,
+            ),
+            identity_identifiers=Counter(
+                "cdp_identity_identifiers_new",
+                "Identifiers seen for the first time.",
+                registry=r,
+            ),
+            profile_updates=Counter(
+                "cdp_profile_updates", "Profile state updates written.", registry=r
+            ),
+            sink_rows=Counter(
+                "cdp_sink_rows", "Rows written to ClickHouse, by table.", ["table"], registry=r
+            ),
+            sink_batches=Counter(
+                "cdp_sink_batches", "Inserts into ClickHouse, by table.", ["table"], registry=r
+            ),
+            sink_flush_seconds=Histogram(
+                "cdp_sink_flush_seconds",
+                "Duration of one ClickHouse insert, by table.",
+                ["table"],
+                buckets=PROCESSING_BUCKETS_S,
+                registry=r,
+            ),
+            sink_failures=Counter(
+                "cdp_sink_failures",
+                "Failed ClickHouse inserts (retried), by table.",
+                ["table"],
+                registry=r,
+            ),
+            e2e_latency=Histogram(
+                "cdp_e2e_latency_seconds",
+                "Collector acknowledgement to the event's row written in ClickHouse.",
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+        )

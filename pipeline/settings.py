@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.identity.config import IdentityConfig
+
 #: The repository root (settings default paths are relative to it in a source checkout).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     faust_store: Literal["memory://", "rocksdb://", "rocksdict://"] = Field(
         "rocksdict://",
         description="Faust table store: RocksDB (rocksdict) or memory; both changelog-backed.",
+    )
+    topic_prefix: str = Field(
+        "", description="Prefix of every topic name (isolates tests or tenants on one cluster)."
+    )
+    worker_id: str = Field(
+        "cdp-worker", description="Faust app id: consumer group and changelog topic prefix."
     )
     topic_partitions: int = Field(8, ge=1, description="Partitions of the per-customer topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
@@ -82,6 +90,11 @@ class Settings(BaseSettings):
         "", description="Comma-separated extra identifier values that never link anything."
     )
     identity_blocked_regex: str = Field("", description="Regex of values that never link.")
+    identity_limits: str = Field(
+        "",
+        description="Per-type limits overriding the defaults, e.g. `email=3,loyalty_card=1` "
+        "(defaults: user_id=1, email=5, phone=5, anonymous_id=200, custom types 5).",
+    )
 
     log_level: Literal["debug", "info", "warn", "error"] = Field(
         "info", description="Log level of the Python processes."
@@ -112,6 +125,25 @@ class Settings(BaseSettings):
             key, _, source = item.partition(":")
             mapping[key] = source or "default"
         return mapping
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the pipeline's topics (``TOPIC_*``)."""
+        return self.topic_prefix + name
+
+    @cached_property
+    def identity_config(self) -> IdentityConfig:
+        limits: dict[str, int] = {}
+        for item in self.identity_limits.split(","):
+            name, sep, value = item.partition("=")
+            if sep:
+                limits[name.strip()] = int(value)
+        return IdentityConfig.from_values(
+            limits=limits,
+            custom_types=self.identity_custom_types,
+            default_phone_region=self.default_phone_region,
+            blocked_values=self.identity_blocked_values,
+            blocked_regex=self.identity_blocked_regex or None,
+        )
 
     @property
     def chdb_path(self) -> Path:

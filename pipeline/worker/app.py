@@ -41,9 +41,9 @@ class HttpService(Service):
             self._runner = None
 
 
-def create_faust_app(settings: Settings, app_id: str = "cdp-worker") -> faust.App:
+def create_faust_app(settings: Settings) -> faust.App:
     return faust.App(
-        app_id,
+        settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.faust_store,
         datadir=str(settings.data_dir / "faust"),
@@ -58,17 +58,22 @@ def create_faust_app(settings: Settings, app_id: str = "cdp-worker") -> faust.Ap
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     """The worker's faust app with every pipeline stage and the embedded HTTP server."""
     from pipeline.api.server import build_api
-    from pipeline.metrics import BuildMetrics
+    from pipeline.identity.processor import register_identity
+    from pipeline.metrics import BuildMetrics, WorkerMetrics
+    from pipeline.sink.agents import register_sinks
     from pipeline.storage.clickhouse import client_from_settings
     from pipeline.storage.migrate import migrate
 
     registry = registry or CollectorRegistry()
     BuildMetrics.create(registry, "worker")
+    metrics = WorkerMetrics.create(registry)
     app = create_faust_app(settings)
     client = client_from_settings(settings)
     applied = migrate(client, settings.clickhouse_database)
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+    register_identity(app, settings, metrics)
+    register_sinks(app, settings, client, metrics)
 
     def healthy() -> dict[str, object]:
         return {"ok": True, "component": "worker", "faust_started": bool(app.started)}

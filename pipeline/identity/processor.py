@@ -1,0 +1,105 @@
+"""The identity processor: a thin faust agent around :func:`resolve_batch`.
+
+Reads ``cdp.events.raw`` (one partition: identity is a single writer, see the README), keeps the
+identity graph in two changelog-backed faust tables, and writes
+
+* ``cdp.events.resolved``: one ``ResolvedBatch`` per customer partition per input message,
+* ``cdp.identity.changes``: identifiers, merges and refused links (JSON list per message),
+* ``cdp.events.invalid``: events no identifier could be resolved for, with the reason.
+
+Delivery is at-least-once: faust flushes the producer (outputs and table changelogs) before it
+commits an input offset. A message processed again after a crash resolves to the same customers
+(the engine is idempotent for identifiers it already holds), and downstream deduplicates by
+``event_id``, so the end state equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any, cast
+
+import faust
+import orjson
+
+from pipeline import avro
+from pipeline import settings as s
+from pipeline.collector.deadletter import dead_letter_record
+from pipeline.identity.engine import IdentityEngine
+from pipeline.identity.stage import resolve_batch
+from pipeline.identity.state import CustomerRecord, IdentityState
+from pipeline.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+AGENT = "identity"
+
+
+def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetrics) -> Any:
+    partitions = settings.topic_partitions
+    raw = app.topic(
+        settings.topic(s.TOPIC_RAW), value_serializer="raw", key_serializer="raw", partitions=1
+    )
+    resolved = app.topic(
+        settings.topic(s.TOPIC_RESOLVED), value_serializer="raw", partitions=partitions
+    )
+    changes = app.topic(
+        settings.topic(s.TOPIC_IDENTITY_CHANGES), value_serializer="raw", partitions=1
+    )
+    invalid = app.topic(settings.topic(s.TOPIC_INVALID), value_serializer="raw", partitions=1)
+    identifiers = app.Table("cdp-identity-identifiers", partitions=1, key_type=str)
+    customers = app.Table("cdp-identity-customers", partitions=1, key_type=str)
+    # Faust tables are MutableMappings: the pure engine reads and writes them as it would
+    # dicts, and every __setitem__ becomes a changelog record.
+    state = IdentityState(
+        identifiers=cast(MutableMapping[str, str], identifiers),
+        customers=cast(MutableMapping[str, CustomerRecord], customers),
+    )
+    engine = IdentityEngine(settings.identity_config, state)
+    app.identity_engine = engine  # type: ignore[attr-defined]  # profile API lookups
+    seconds = metrics.processing_seconds.labels(AGENT)
+    events_counter = metrics.events_processed.labels(AGENT)
+    messages_counter = metrics.messages_processed.labels(AGENT)
+
+    async def dead_letter(raw_value: Any, reason: str) -> None:
+        metrics.dead_letters.labels("identity", reason.split(":")[0]).inc()
+        record = dead_letter_record(
+            raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
+        )
+        await invalid.send(value=record)
+
+    @app.agent(raw, name=AGENT)
+    async def identity(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            message = event.message
+            try:
+                batch = avro.decode_batch(event.value)
+            except avro.SerializationError as exc:
+                metrics.processing_errors.labels(AGENT).inc()
+                await dead_letter(event.value, f"undecodable raw message: {exc}")
+                continue
+            try:
+                out = resolve_batch(engine, batch, partitions, version_base=message.offset << 16)
+            except Exception as exc:  # a bug must not stop the agent; the batch is kept
+                log.exception("identity failed on offset %s", message.offset)
+                metrics.processing_errors.labels(AGENT).inc()
+                await dead_letter(event.value, f"identity error: {type(exc).__name__}: {exc}")
+                continue
+            for partition, body in out.resolved.items():
+                await resolved.send(value=avro.encode_resolved(body), partition=partition)
+            if out.changes:
+                await changes.send(value=orjson.dumps(out.changes))
+            for bad, reason in out.unresolved:
+                await dead_letter(bad, reason)
+            events_counter.inc(len(batch))
+            messages_counter.inc()
+            if out.merges:
+                metrics.identity_merges.inc(out.merges)
+            for rule, count in out.refusals.items():
+                metrics.identity_refused.labels(rule).inc(count)
+            if out.new_identifiers:
+                metrics.identity_identifiers.inc(out.new_identifiers)
+            seconds.observe(time.perf_counter() - started)
+
+    return identity

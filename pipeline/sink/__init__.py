@@ -1,0 +1,1 @@
+"""Batched writers from Kafka into ClickHouse."""
