@@ -90,7 +90,9 @@ class IdentityConfig:
         object.__setattr__(self, "default_phone_region", self.default_phone_region.upper())
         object.__setattr__(self, "priority", priority)
         object.__setattr__(self, "rank", MappingProxyType({t: i for i, t in enumerate(priority)}))
-        object.__setattr__(self, "limit_by_type", MappingProxyType(limit_by_type))
+        # Store the complete table, so configs that mean the same limits compare equal.
+        object.__setattr__(self, "limits", MappingProxyType(limit_by_type))
+        object.__setattr__(self, "limit_by_type", self.limits)
         object.__setattr__(self, "blocked_lower", frozenset(blocked))
         object.__setattr__(self, "blocked_pattern", pattern)
 
@@ -144,7 +146,7 @@ class IdentityConfig:
     ) -> IdentityConfig:
         """Build from plain settings values; strings are comma-separated lists (env friendly)."""
         return cls(
-            limits=MappingProxyType({**DEFAULT_LIMITS, **(limits or {})}),
+            limits=MappingProxyType(dict(limits or {})),
             custom_types=_as_tuple(custom_types),
             custom_type_limit=custom_type_limit,
             default_phone_region=default_phone_region,

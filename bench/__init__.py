@@ -1,0 +1,1 @@
+"""Micro-benchmarks for the pure pipeline components (run as ``python -m bench.<name>``)."""
