@@ -46,9 +46,17 @@ class Settings(BaseSettings):
         PROJECT_ROOT / ".cache" / "kafka" / "libs",
         description="Where `make setup` copies the Kafka jars from Maven Central.",
     )
-    faust_store: Literal["memory://", "rocksdb://", "rocksdict://"] = Field(
-        "rocksdict://",
-        description="Faust table store: RocksDB (rocksdict) or memory; both changelog-backed.",
+    faust_store: Literal["memory://", "rocksdb://"] = Field(
+        "rocksdb://",
+        description="Faust table store: RocksDB (via rocksdict) or memory; both changelog-backed.",
+    )
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="Faust processing guarantee. exactly_once commits state changelogs, outputs "
+        "and input offsets in one Kafka transaction (see README, delivery guarantees).",
+    )
+    commit_interval_s: float = Field(
+        0.5, gt=0, description="How often the worker commits (a transaction under exactly_once)."
     )
     topic_prefix: str = Field(
         "", description="Prefix of every topic name (isolates tests or tenants on one cluster)."
@@ -71,6 +79,51 @@ class Settings(BaseSettings):
     collector_port: int = Field(8080, description="Collector port (tracking API, pixel).")
     api_host: str = Field("127.0.0.1", description="Profile API bind address.")
     api_port: int = Field(8081, description="Profile API port.")
+
+    # Collector: micro-batching towards Kafka, and the pixel's first-party cookie
+    collector_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        description="How long events from concurrent requests wait to share one Kafka message.",
+    )
+    collector_batch_max_events: int = Field(
+        500, ge=1, description="Events per Kafka message (EventBatch) at most."
+    )
+    collector_batch_max_bytes: int = Field(
+        256 * 1024,
+        ge=32 * 1024,
+        le=960 * 1024,
+        description="Avro bytes per Kafka message at most (below the broker's message.max.bytes).",
+    )
+    collector_delivery_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for Kafka's acknowledgement before a request gets 503.",
+    )
+    collector_max_pending_mb: int = Field(
+        64,
+        ge=1,
+        description="Events waiting for Kafka, in MB of Avro, beyond which requests get 503.",
+    )
+    collector_forwarded_for: bool = Field(
+        False,
+        description="Take the client IP from X-Forwarded-For (only behind a trusted proxy).",
+    )
+    collector_cookie_name: str = Field(
+        "cdp_aid", description="Pixel cookie holding the first-party anonymous id."
+    )
+    collector_cookie_domain: str = Field(
+        "", description="Domain of the pixel cookie; empty: the collector's host only."
+    )
+    collector_cookie_max_age_s: int = Field(
+        365 * 86400, ge=0, description="Lifetime of the pixel cookie in seconds."
+    )
+    collector_cookie_samesite: Literal["Lax", "Strict", "None"] = Field(
+        "Lax", description="SameSite of the pixel cookie (`None` requires Secure)."
+    )
+    collector_cookie_secure: bool = Field(
+        False, description="Mark the pixel cookie Secure (HTTPS only); required for SameSite=None."
+    )
 
     # Secrets: the local defaults are refused when env=production.
     write_keys: SecretStr = Field(

@@ -42,6 +42,7 @@ class HttpService(Service):
 
 
 def create_faust_app(settings: Settings) -> faust.App:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -52,6 +53,8 @@ def create_faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=settings.commit_interval_s,
     )
 
 
@@ -60,7 +63,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     from pipeline.api.server import build_api
     from pipeline.identity.processor import register_identity
     from pipeline.metrics import BuildMetrics, WorkerMetrics
-    from pipeline.sink.agents import register_sinks
+    from pipeline.sink.wiring import build_sink_service
     from pipeline.storage.clickhouse import client_from_settings
     from pipeline.storage.migrate import migrate
 
@@ -73,7 +76,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))
     register_identity(app, settings, metrics)
-    register_sinks(app, settings, client, metrics)
+    # The sink is a plain consumer beside faust's agents (see pipeline/sink/service.py).
+    app.add_dependency(build_sink_service(settings, client, metrics))
 
     def healthy() -> dict[str, object]:
         return {"ok": True, "component": "worker", "faust_started": bool(app.started)}

@@ -105,10 +105,20 @@ async def produce_batches(settings: Settings, batches: Iterable[list[dict[str, A
         await producer.stop()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``predicate`` with a deadline; fail naming ``what`` (no sleeps as synchronisation)."""
+async def wait_until(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll ``predicate`` with a deadline; fail naming ``what`` (no sleeps as synchronisation).
+
+    With ``process``, fail at once if it exits instead of waiting out the deadline.
+    """
     deadline = time.monotonic() + timeout_s
     while not predicate():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited ({process.returncode}) waiting for {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(0.1)
