@@ -63,6 +63,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     from pipeline.api.server import build_api
     from pipeline.identity.processor import register_identity
     from pipeline.metrics import BuildMetrics, WorkerMetrics
+    from pipeline.profile.processor import register_profiles
     from pipeline.sink.wiring import build_sink_service
     from pipeline.storage.clickhouse import client_from_settings
     from pipeline.storage.migrate import migrate
@@ -76,6 +77,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))
     register_identity(app, settings, metrics)
+    register_profiles(app, settings, metrics)
     # The sink is a plain consumer beside faust's agents (see pipeline/sink/service.py).
     app.add_dependency(build_sink_service(settings, client, metrics))
 

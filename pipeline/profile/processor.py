@@ -1,0 +1,113 @@
+"""The profile processor: a thin faust agent around :func:`process_batch`.
+
+Reads ``cdp.events.resolved`` (``settings.topic_partitions`` partitions; every customer named in
+a message hashes to its partition), keeps one stored value per customer in the changelog-backed
+faust table ``cdp-profiles`` (co-partitioned with the topic, so a customer's value lives in the
+changelog partition of its own input partition), and writes
+
+* ``cdp.events.resolved`` itself, with an explicit partition: folds of merged customers and items
+  forwarded along a chain of merges (header ``cdp-origin: profile``; they carry no new events
+  for the events sink beyond rare forwards, see the stage module);
+* ``cdp.profiles.changes``: the touched customers' profile rows, several per message, on the
+  input's partition (format in :mod:`pipeline.profile.stage`);
+* ``cdp.events.invalid``: messages that cannot be decoded or applied, with the reason.
+
+Delivery: faust flushes the producer (outputs and table changelog) before it commits an input
+offset (at_least_once), or commits all three in one transaction (exactly_once). After a crash in
+at-least-once mode a message may be applied again: duplicate events are absorbed by the state's
+event-id window, replayed merges and folds are recognised by ``merged_from`` (see the stage), and
+the ``profiles`` table keeps one row per version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final, cast
+
+import faust
+
+from pipeline import avro
+from pipeline import settings as s
+from pipeline.collector.deadletter import dead_letter_record
+from pipeline.metrics import WorkerMetrics
+from pipeline.profile.stage import VERSION_INDEX_BITS, encode_changes, process_batch
+
+log = logging.getLogger(__name__)
+AGENT: Final = "profile"
+TABLE: Final = "cdp-profiles"
+#: Marks the messages this stage sends to ``cdp.events.resolved`` (forwards and folds).
+ORIGIN_HEADER: Final = {"cdp-origin": b"profile"}
+
+
+def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetrics) -> Any:
+    partitions = settings.topic_partitions
+    resolved = app.topic(
+        settings.topic(s.TOPIC_RESOLVED), value_serializer="raw", partitions=partitions
+    )
+    changes = app.topic(
+        settings.topic(s.TOPIC_PROFILE_CHANGES),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+    invalid = app.topic(settings.topic(s.TOPIC_INVALID), value_serializer="raw", partitions=1)
+    # value_type=bytes makes faust store and log the stage's bytes as they are ("raw" codec,
+    # chosen from the type for the store and the changelog alike).
+    table = app.Table(TABLE, partitions=partitions, key_type=str, value_type=bytes)
+    # A faust Table is a Mapping: the pure stage reads it as it would a dict; only this agent
+    # writes it (each write becomes a changelog record in the input message's partition).
+    store = cast(Mapping[str, bytes], table)
+    app.profile_table = table  # type: ignore[attr-defined]  # the profile API may read it
+    seconds = metrics.processing_seconds.labels(AGENT)
+    events_counter = metrics.events_processed.labels(AGENT)
+    messages_counter = metrics.messages_processed.labels(AGENT)
+    errors = metrics.processing_errors.labels(AGENT)
+
+    async def dead_letter(raw_value: bytes, reason: str) -> None:
+        errors.inc()
+        metrics.dead_letters.labels(AGENT, reason.split(":")[0]).inc()
+        record = dead_letter_record(
+            raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
+        )
+        await invalid.send(value=record)
+
+    @app.agent(resolved, name=AGENT)
+    async def profiles(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            message = event.message
+            try:
+                batch = avro.decode_resolved(event.value)
+            except avro.SerializationError as exc:
+                await dead_letter(event.value, f"undecodable resolved message: {exc}")
+                continue
+            try:
+                out = process_batch(
+                    batch,
+                    store,
+                    message.partition,
+                    partitions,
+                    version_base=message.offset << VERSION_INDEX_BITS,
+                )
+            except Exception as exc:  # a bug or corrupt state must not stop the agent
+                log.exception(
+                    "profile failed on partition %s offset %s", message.partition, message.offset
+                )
+                await dead_letter(event.value, f"profile error: {type(exc).__name__}: {exc}")
+                continue
+            for customer_id, value in out.writes.items():
+                table[customer_id] = value
+            for partition, body in out.forwards.items():
+                await resolved.send(
+                    value=avro.encode_resolved(body), partition=partition, headers=ORIGIN_HEADER
+                )
+            for key, value in encode_changes(out.rows, message.partition, message.offset):
+                await changes.send(key=key, value=value, partition=message.partition)
+            events_counter.inc(out.events_applied)  # a forwarded event counts where applied
+            messages_counter.inc()
+            metrics.profile_updates.inc(len(out.writes))
+            seconds.observe(time.perf_counter() - started)
+
+    return profiles
