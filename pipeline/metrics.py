@@ -124,3 +124,81 @@ class WorkerMetrics:
                 registry=r,
             ),
         )
+
+
+# Request latency of the collector: a Kafka acknowledgement (acks=all) takes milliseconds.
+REQUEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class CollectorMetrics:
+    """Metrics of the collector (one object per collector process).
+
+    ``received`` = ``accepted`` + ``rejected`` for every request: an event refused because Kafka
+    was unavailable counts as rejected with reason ``unavailable``.
+    """
+
+    events_received: Counter
+    events_accepted: Counter
+    events_rejected: Counter
+    bots: Counter
+    kafka_produce_seconds: Histogram
+    kafka_produce_errors: Counter
+    dead_letters_dropped: Counter
+    http_requests: Counter
+    http_request_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> CollectorMetrics:
+        r = registry
+        return cls(
+            events_received=Counter(
+                "cdp_events_received",
+                "Events received, by source and type (unknown when unreadable).",
+                ["source", "type"],
+                registry=r,
+            ),
+            events_accepted=Counter(
+                "cdp_events_accepted",
+                "Events acknowledged by Kafka, by source and type.",
+                ["source", "type"],
+                registry=r,
+            ),
+            events_rejected=Counter(
+                "cdp_events_rejected",
+                "Events refused, by reason: malformed, invalid, too_large, unauthorized, "
+                "unavailable, overloaded.",
+                ["reason"],
+                registry=r,
+            ),
+            bots=Counter("cdp_bots", "Accepted events flagged as sent by a bot.", registry=r),
+            kafka_produce_seconds=Histogram(
+                "cdp_kafka_produce_seconds",
+                "Time from handing one EventBatch to the producer to Kafka's acknowledgement.",
+                buckets=REQUEST_BUCKETS_S,
+                registry=r,
+            ),
+            kafka_produce_errors=Counter(
+                "cdp_kafka_produce_errors",
+                "Kafka messages (event batches and dead letters) that failed or timed out.",
+                registry=r,
+            ),
+            dead_letters_dropped=Counter(
+                "cdp_dead_letters_dropped",
+                "Dead letters not written because the queue towards Kafka was full.",
+                registry=r,
+            ),
+            http_requests=Counter(
+                "cdp_http_requests",
+                "HTTP requests, by route template and status.",
+                ["route", "status"],
+                registry=r,
+            ),
+            http_request_seconds=Histogram(
+                "cdp_http_request_seconds",
+                "HTTP request duration, by route template.",
+                ["route"],
+                buckets=REQUEST_BUCKETS_S,
+                registry=r,
+            ),
+        )

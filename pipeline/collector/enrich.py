@@ -17,7 +17,8 @@ no I/O, no global state besides LRU caches. Decisions, in the order they are app
   payload names no ``context.library`` (a pixel or hand-written request: the header is the
   person's browser). An SDK's header is its HTTP client (``analytics-python/2.3``), which says
   nothing about the person's device and would flag every server-side event as a bot.
-* Channel: see :func:`classify_channel`. IP: see :func:`truncate_ip`.
+* Channel: see :func:`.channel.classify_channel`; user agents: :mod:`.ua`. IP: see
+  :func:`truncate_ip`.
 
 Speed, measured on the dev box (2 shared cores, one thread, a typical analytics.js ``track`` with
 page, campaign and library context): ~45 µs per event when the visitor's UA, ids and IP are
@@ -34,14 +35,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from types import MappingProxyType
-from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
 
 import orjson
-import ua_parser
-from crawlerdetect import CrawlerDetect
 
+# Re-exported: these lived here before ua.py / channel.py were split out.
+from pipeline.collector.channel import (
+    classify_channel,
+    host_channel,
+    query_params,
+    url_parts,
+)
 from pipeline.collector.deadletter import raw_excerpt
 from pipeline.collector.payload import (
     TEXT_LIMITS,
@@ -52,8 +56,22 @@ from pipeline.collector.payload import (
     clean_text,
     parse_message,
 )
+from pipeline.collector.ua import NO_USER_AGENT, UserAgentInfo, UserAgentParser
 from pipeline.identity.config import ANONYMOUS_ID, EMAIL, PHONE, USER_ID, IdentityConfig
 from pipeline.identity.normalize import normalize_identifier
+
+__all__ = [
+    "MAX_FUTURE_MS",
+    "MIN_EVENT_TIME_MS",
+    "Enricher",
+    "Rejection",
+    "UserAgentInfo",
+    "UserAgentParser",
+    "classify_channel",
+    "event_time_ms",
+    "host_channel",
+    "truncate_ip",
+]
 
 MAX_FUTURE_MS = 5 * 60 * 1000
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -69,283 +87,6 @@ class Rejection:
     field: str | None
     raw_excerpt: str
     code: str = "invalid"  # PayloadError.code: "invalid" or "too_large"
-
-
-class UserAgentInfo(NamedTuple):
-    device_type: str  # desktop | mobile | tablet | bot | unknown
-    os: str | None
-    browser: str | None
-    is_bot: bool
-
-
-# ua_parser names families, not device classes; these sets map its families onto ours.
-_TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Kindle Fire"})
-_MOBILE_FAMILIES = frozenset({"iPhone", "iPod", "Generic Smartphone", "Generic Feature Phone"})
-_MOBILE_OS = frozenset(
-    {
-        "iOS",
-        "Android",
-        "Windows Phone",
-        "BlackBerry OS",
-        "KaiOS",
-        "Firefox OS",
-        "Symbian OS",
-        "Tizen",
-        "HarmonyOS",
-        "Sailfish",
-    }
-)
-_DESKTOP_OS = frozenset(
-    {
-        "Windows",
-        "Mac OS X",
-        "Linux",
-        "Ubuntu",
-        "Chrome OS",
-        "Fedora",
-        "Debian",
-        "FreeBSD",
-        "OpenBSD",
-        "NetBSD",
-        "Linux Mint",
-        "Arch Linux",
-        "Solaris",
-        "Red Hat",
-        "SUSE",
-    }
-)
-# Image proxies that fetch a pixel *because a person opened the mail* (Gmail): crawlerdetect
-# lists them as bots, which would zero every Gmail open rate.
-_HUMAN_PROXY_MARKERS = ("GoogleImageProxy",)
-
-
-class UserAgentParser:
-    """ua_parser + crawlerdetect behind one LRU cache: a site's traffic repeats a few hundred UAs,
-    and crawlerdetect's regex alone costs ~300 µs per unseen string."""
-
-    def __init__(self, cache_size: int = 8192) -> None:
-        self._crawlers = CrawlerDetect()
-        self.parse: Callable[[str], UserAgentInfo] = lru_cache(maxsize=cache_size)(self._parse)
-
-    def _parse(self, user_agent: str) -> UserAgentInfo:
-        result = ua_parser.parse(user_agent)
-        browser = result.user_agent.family if result.user_agent else None
-        os_family = result.os.family if result.os else None
-        device = result.device
-        is_bot = (device is not None and device.family == "Spider") or (
-            self._crawlers.is_crawler(user_agent)
-            and not any(marker in user_agent for marker in _HUMAN_PROXY_MARKERS)
-        )
-        if is_bot:
-            device_type = "bot"
-        elif device is not None and (
-            device.family in _TABLET_FAMILIES
-            or device.brand == "Generic_Android_Tablet"
-            or "tablet" in device.family.lower()
-        ):
-            device_type = "tablet"
-        elif os_family in _MOBILE_OS or (device is not None and device.family in _MOBILE_FAMILIES):
-            device_type = "mobile"
-        elif os_family in _DESKTOP_OS:
-            device_type = "desktop"
-        else:
-            device_type = "unknown"
-        return UserAgentInfo(device_type, _known(os_family), _known(browser), is_bot)
-
-
-def _known(family: str | None) -> str | None:
-    return None if family in (None, "Other") else family
-
-
-# --- channel --------------------------------------------------------------------------------
-
-_PAID_MEDIUMS = frozenset({"cpc", "ppc", "cpm", "cpv", "cpa", "display", "banner"})
-_EMAIL_MEDIUMS = frozenset({"email", "e-mail", "e_mail", "newsletter"})
-_SOCIAL_MEDIUMS = frozenset({"social", "social-network", "social-media", "social_media", "sm"})
-_SEARCH_MEDIUMS = frozenset({"organic", "search", "seo"})
-_MEDIUM_CHANNEL = {
-    **dict.fromkeys(_EMAIL_MEDIUMS, "email"),
-    **dict.fromkeys(_SOCIAL_MEDIUMS, "social"),
-    **dict.fromkeys(_SEARCH_MEDIUMS, "search"),
-    "referral": "referral",
-}
-# Ad click ids the ad platforms append to landing URLs. fbclid is also added to organic Facebook
-# link clicks, so it overstates paid a little; the brief (and most CDPs) accept that.
-_CLICK_IDS = frozenset({"gclid", "gbraid", "wbraid", "dclid", "fbclid", "yclid", "msclkid"})
-
-# Brand labels match any label of a host but the TLD (www.google.co.uk, l.facebook.com); short
-# domains only match as themselves or their subdomains (t.co, ok.ru would be false positives as
-# labels).
-_SOCIAL_BRANDS = frozenset(
-    {
-        "facebook",
-        "instagram",
-        "twitter",
-        "linkedin",
-        "tiktok",
-        "youtube",
-        "pinterest",
-        "reddit",
-        "telegram",
-        "vkontakte",
-    }
-)
-_SOCIAL_DOMAINS = frozenset(
-    {
-        "t.co",
-        "x.com",
-        "vk.com",
-        "vk.ru",
-        "ok.ru",
-        "fb.com",
-        "fb.me",
-        "youtu.be",
-        "lnkd.in",
-        "t.me",
-        "redd.it",
-        "pin.it",
-    }
-)
-_SEARCH_BRANDS = frozenset({"google", "bing", "yandex", "duckduckgo", "baidu", "yahoo", "ecosia"})
-_SEARCH_DOMAINS = frozenset({"ya.ru", "go.mail.ru"})
-_MAIL_DOMAINS = frozenset(
-    {
-        "mail.google.com",
-        "mail.yahoo.com",
-        "outlook.live.com",
-        "outlook.office.com",
-        "outlook.office365.com",
-        "mail.yandex.ru",
-        "mail.yandex.com",
-        "e.mail.ru",
-        "mail.proton.me",
-        "mail.aol.com",
-        "mail.zoho.com",
-    }
-)
-# utm_source shorthands seen in campaign tagging.
-_SOURCE_ALIASES = {
-    "fb": "social",
-    "ig": "social",
-    "x": "social",
-    "vk": "social",
-    "ok": "social",
-    "tg": "social",
-    "gmail": "email",
-    "outlook": "email",
-}
-
-
-def _domain_match(host: str, domains: frozenset[str]) -> bool:
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def _brand_match(host: str, brands: frozenset[str]) -> bool:
-    return not brands.isdisjoint(host.split(".")[:-1])
-
-
-def host_channel(host: str) -> str | None:
-    """email / social / search for a known host (or a utm_source like ``facebook``), else None."""
-    if _domain_match(host, _MAIL_DOMAINS):
-        return "email"
-    # A bare utm_source ("facebook") has no TLD: give it a dummy one for the label match.
-    name = host if "." in host else host + ".x"
-    if _domain_match(host, _SOCIAL_DOMAINS) or _brand_match(name, _SOCIAL_BRANDS):
-        return "social"
-    if _domain_match(host, _SEARCH_DOMAINS) or _brand_match(name, _SEARCH_BRANDS):
-        return "search"
-    return _SOURCE_ALIASES.get(host)
-
-
-class _UrlParts(NamedTuple):
-    host: str | None  # lower-cased, without a leading "www."
-    path: str | None
-    query: Mapping[str, str]  # first value of each parameter; shared by the cache: read only
-
-
-_NO_URL = _UrlParts(None, None, MappingProxyType({}))
-
-
-@lru_cache(maxsize=16384)
-def _url_parts(url: str | None) -> _UrlParts:
-    """Cached: the page URL and referrer repeat across a visitor's events and are read twice."""
-    if not url:
-        return _NO_URL
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return _NO_URL
-    host = parts.hostname
-    try:
-        pairs = parse_qsl(parts.query, max_num_fields=100)
-    except ValueError:  # more fields than that is not a tracking URL: ignore its query
-        pairs = []
-    # A dict of parse_qsl keeps the last value of a repeated key; keep the first instead.
-    query: dict[str, str] = {}
-    for key, value in pairs:
-        query.setdefault(key, value)
-    return _UrlParts(
-        host.removeprefix("www.") if host else None,
-        parts.path or None,
-        MappingProxyType(query),
-    )
-
-
-def _host(url: str | None) -> str | None:
-    return _url_parts(url).host
-
-
-def _query(url: str | None) -> Mapping[str, str]:
-    return _url_parts(url).query
-
-
-def classify_channel(
-    page_url: str | None, referrer: str | None, utm_medium: str | None, utm_source: str | None
-) -> str:
-    """The acquisition channel of one hit, first match wins:
-
-    1. paid: utm_medium cpc/ppc/cpm/cpv/cpa/display/banner/paid*, or an ad click id in the URL
-    2. email: utm_medium email/newsletter, or a webmail referrer
-    3. social: utm_medium social, or a social utm_source / referrer
-    4. search: utm_medium organic, or a search-engine utm_source / referrer
-    5. referral: any other external referrer, or campaign-tagged traffic of unknown medium
-    6. direct: no referrer, or one from the same site (www. and subdomains count as same site)
-
-    The medium is checked before the source and referrer because it is the marketer's explicit
-    statement (``utm_source=google&utm_medium=cpc`` is paid, not search).
-    """
-    medium = (utm_medium or "").strip().lower()
-    source = (utm_source or "").strip().lower()
-    if (
-        medium in _PAID_MEDIUMS
-        or medium.startswith("paid")
-        or (not _CLICK_IDS.isdisjoint(_query(page_url)))
-    ):
-        return "paid"
-    ref_host = _host(referrer)
-    page_host = _host(page_url)
-    external = ref_host is not None and not _same_site(ref_host, page_host)
-    by_medium = _MEDIUM_CHANNEL.get(medium)
-    if by_medium is not None:
-        return by_medium
-    for candidate in (source, ref_host if external else None):
-        if candidate:
-            channel = host_channel(candidate)
-            if channel is not None:
-                return channel
-    if external or medium or source:
-        return "referral"
-    return "direct"
-
-
-def _same_site(ref_host: str, page_host: str | None) -> bool:
-    if page_host is None:
-        return False
-    return (
-        ref_host == page_host
-        or ref_host.endswith("." + page_host)
-        or page_host.endswith("." + ref_host)
-    )
 
 
 # --- IP -------------------------------------------------------------------------------------
@@ -531,9 +272,9 @@ class Enricher:
         user_agent = message.user_agent
         if user_agent is None and user_agent_header and message.library is None:
             user_agent = clean_text(user_agent_header, TEXT_LIMITS["user_agent"])
-        ua = self._user_agents.parse(user_agent) if user_agent else _NO_USER_AGENT
+        ua = self._user_agents.parse(user_agent) if user_agent else NO_USER_AGENT
         utm = _utm(message)
-        page_path = message.page_path or _url_parts(message.page_url).path
+        page_path = message.page_path or url_parts(message.page_url).path
         return {
             "event_id": message.message_id or self._new_id(),
             "type": message.type,
@@ -574,9 +315,6 @@ class Enricher:
         }
 
 
-_NO_USER_AGENT = UserAgentInfo("unknown", None, None, False)
-
-
 def event_time_ms(timestamp_ms: int | None, sent_at_ms: int | None, received_ms: int) -> int:
     """Skew-corrected, clamped event time (rules in the module docstring)."""
     if timestamp_ms is None:
@@ -607,7 +345,7 @@ def _with_batch_defaults(
 
 def _utm(message: Message) -> dict[str, str | None]:
     """context.campaign first; utm_* query parameters of the page URL fill the gaps."""
-    from_url = _query(message.page_url)
+    from_url = query_params(message.page_url)
     utm: dict[str, str | None] = {}
     for key in UTM_KEYS:
         value = message.campaign.get(key)

@@ -1,56 +1,102 @@
-"""The collector's HTTP server (aiohttp): the ingestion edge.
+"""The collector's HTTP server (aiohttp): the ingestion edge, assembled.
 
-Routes are added by the collector issue's work; this module owns the process: the Kafka producer
-(acks=all, idempotent), ``/healthz`` (Kafka reachable) and ``/metrics``.
+:func:`build_collector` wires the pieces: the :class:`~.enrich.Enricher` (pure), the
+:class:`~.producer.KafkaGateway` (producer, micro-batcher, dead letters), the handlers of
+:mod:`.routes`, the middleware of :mod:`.middleware`, ``/healthz``, ``/metrics`` and
+``/openapi.json``. Topic names are parameters so that tests give each collector its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import signal
+import time
+from collections.abc import Callable
 
+import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from pipeline.collector.enrich import Enricher
+from pipeline.collector.middleware import edge_middleware, json_response, preflight
+from pipeline.collector.openapi import openapi_spec
+from pipeline.collector.payload import MAX_BATCH_BYTES
+from pipeline.collector.producer import KafkaGateway
+from pipeline.collector.routes import CollectorRoutes
 from pipeline.httpd import health_handler, metrics_handler, serve
-from pipeline.metrics import BuildMetrics
-from pipeline.settings import Settings
+from pipeline.metrics import BuildMetrics, CollectorMetrics
+from pipeline.settings import TOPIC_INVALID, TOPIC_RAW, Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_collector(settings: Settings, registry: CollectorRegistry) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    app["settings"] = settings
-    state: dict[str, Any] = {"producer": None}
+def check_cookie_settings(settings: Settings) -> None:
+    """Browsers drop a SameSite=None cookie that is not Secure: refuse that configuration."""
+    if settings.collector_cookie_samesite == "None" and not settings.collector_cookie_secure:
+        raise ValueError(
+            "CDP_COLLECTOR_COOKIE_SAMESITE=None needs CDP_COLLECTOR_COOKIE_SECURE=true"
+        )
+
+
+def build_collector(
+    settings: Settings,
+    registry: CollectorRegistry,
+    *,
+    raw_topic: str | None = None,
+    invalid_topic: str | None = None,
+    now: Callable[[], float] = time.time,
+) -> web.Application:
+    """The collector app; Kafka connects in the background on startup and closes on cleanup."""
+    check_cookie_settings(settings)
+    metrics = CollectorMetrics.create(registry)
+    gateway = KafkaGateway(
+        settings,
+        raw_topic=raw_topic or settings.topic(TOPIC_RAW),
+        invalid_topic=invalid_topic or settings.topic(TOPIC_INVALID),
+        metrics=metrics,
+    )
+    enricher = Enricher(settings.identity_config, settings.write_key_sources, now)
+    routes = CollectorRoutes(settings, enricher, gateway, metrics, now=now)
+
+    # +1: aiohttp refuses a body of exactly client_max_size; the limit itself is allowed.
+    app = web.Application(
+        client_max_size=MAX_BATCH_BYTES + 1,
+        middlewares=[edge_middleware(metrics)],
+        # Content-Encoding is decoded by .body (bounded, and without aiohttp's deadlock on a
+        # truncated gzip body): whoever runs this app, aiohttp must not decode it first.
+        handler_args={"auto_decompress": False},
+    )
 
     def healthy() -> dict[str, object]:
-        producer = state["producer"]
-        return {"ok": producer is not None, "component": "collector", "kafka": producer is not None}
+        return {
+            "ok": gateway.ready,
+            "component": "collector",
+            "kafka": gateway.ready,
+            "raw_topic": gateway.raw_topic,
+            "partitions": gateway.partitions,
+            "pending_bytes": gateway.batcher.pending_bytes,
+        }
 
-    async def start_producer(_: web.Application) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            client_id="cdp-collector",
-        )
-        await producer.start()
-        state["producer"] = producer
-        app["producer"] = producer
+    async def start_kafka(_: web.Application) -> None:
+        await gateway.start()
 
-    async def stop_producer(_: web.Application) -> None:
-        producer = state["producer"]
-        if producer is not None:
-            await producer.stop()
+    async def stop_kafka(_: web.Application) -> None:
+        await gateway.stop()
 
-    app.on_startup.append(start_producer)
-    app.on_cleanup.append(stop_producer)
+    spec = orjson.dumps(openapi_spec())
+
+    async def openapi(_: web.Request) -> web.Response:
+        return json_response(spec)
+
+    app.on_startup.append(start_kafka)
+    app.on_cleanup.append(stop_kafka)
+    routes.add_to(app.router)
+    for path in ("/v1/{tail:.*}", "/i"):
+        app.router.add_route("OPTIONS", path, preflight)
     app.router.add_get("/healthz", health_handler(healthy))  # type: ignore[arg-type]
     app.router.add_get("/metrics", metrics_handler(registry))  # type: ignore[arg-type]
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
@@ -63,8 +109,6 @@ async def _run(settings: Settings) -> None:
     log.info("collector listening on %s", settings.collector_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
