@@ -15,6 +15,7 @@ both of its wild forms (zlib-wrapped and raw).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from pipeline.collector.payload import MAX_BATCH_BYTES, PayloadError, PayloadTooLargeError
 
+#: Longest wait for a request body: a 500 KB batch over a slow mobile link takes seconds.
+BODY_TIMEOUT_S = 30.0
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
@@ -34,7 +37,11 @@ async def read_body(request: web.Request, limit: int = MAX_BATCH_BYTES) -> bytes
     if length is not None and length > limit:
         raise PayloadTooLargeError("$", f"body is {length} bytes, the limit is {limit}")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError as exc:
+        # A client trickling its body (or a slowloris) must not hold a handler for ever.
+        raise PayloadError("$", f"body not received within {BODY_TIMEOUT_S:g} s") from exc
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLargeError("$", f"body is over the limit of {limit} bytes") from exc
     except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. a broken chunked body

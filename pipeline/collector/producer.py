@@ -88,9 +88,12 @@ class KafkaGateway:
                 max_pending_bytes=settings.collector_max_pending_mb * 1024 * 1024,
                 delivery_timeout_s=settings.collector_delivery_timeout_s,
             ),
-            on_acknowledged=lambda seconds, _: metrics.kafka_produce_seconds.observe(seconds),
-            on_failed=lambda _error, _count: metrics.kafka_produce_errors.inc(),
+            on_acknowledged=self._acknowledged,
+            on_failed=self._failed,
         )
+        #: Whether the latest batch was acknowledged (shown by /healthz; not part of "ok", which
+        #: a load balancer would otherwise never see recover once it stopped sending traffic).
+        self.last_delivery_ok: bool | None = None
         self._dead_letters: deque[bytes] = deque()
         self._dead_letter_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -134,6 +137,8 @@ class KafkaGateway:
         Raises :class:`DeliveryError` (HTTP 503) when Kafka is not connected, too much is
         already waiting, or the acknowledgement fails or does not come within the timeout.
         """
+        if not items:
+            return  # e.g. an empty batch: nothing to wait for, whatever Kafka's state
         if not self.ready:
             raise DeliveryError("unavailable", "Kafka is not reachable; retry later")
         partitions = self._partitions
@@ -157,6 +162,14 @@ class KafkaGateway:
         self._dead_letter_wakeup.set()
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _acknowledged(self, seconds: float, _events: int) -> None:
+        self._metrics.kafka_produce_seconds.observe(seconds)
+        self.last_delivery_ok = True
+
+    def _failed(self, _error: BaseException, _events: int) -> None:
+        self._metrics.kafka_produce_errors.inc()
+        self.last_delivery_ok = False
 
     def _new_producer(self) -> AIOKafkaProducer:
         settings = self._settings

@@ -76,6 +76,7 @@ def build_collector(
             "raw_topic": gateway.raw_topic,
             "partitions": gateway.partitions,
             "pending_bytes": gateway.batcher.pending_bytes,
+            "last_delivery_ok": gateway.last_delivery_ok,
         }
 
     async def start_kafka(_: web.Application) -> None:

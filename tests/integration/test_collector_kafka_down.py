@@ -36,8 +36,12 @@ def test_unreachable_kafka_gives_503_with_retry_after(kafka_broker: str, unique:
             f"{collector.url}/i", params={"k": "test-write-key", "u": "https://x"}, timeout=10
         )
         health = requests.get(f"{collector.url}/healthz", timeout=10)
-        # Bad input is still bad input: a 4xx, never a 5xx, whatever Kafka's state.
+        # Bad input is still bad input: a 4xx, never a 5xx, whatever Kafka's state; and an
+        # empty batch has nothing to wait for.
         bad = requests.post(f"{collector.url}/v1/track", data=b"{", auth=BASIC, timeout=10)
+        empty = requests.post(
+            f"{collector.url}/v1/batch", json={"batch": []}, auth=BASIC, timeout=10
+        )
         unavailable = collector.metric("cdp_events_rejected_total", {"reason": "unavailable"})
     for response in (track, pixel):
         assert response.status_code == 503
@@ -45,6 +49,7 @@ def test_unreachable_kafka_gives_503_with_retry_after(kafka_broker: str, unique:
         assert response.json()["code"] == "unavailable"
     assert health.status_code == 503 and health.json()["kafka"] is False
     assert bad.status_code == 400
+    assert empty.json() == {"success": True, "accepted": 0, "rejected": []}
     assert unavailable == 2
 
 
