@@ -19,9 +19,33 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import Counter, Histogram
 
+from pipeline.collector.enrich import truncate_ip
 from pipeline.metrics import CollectorMetrics
 
 log = logging.getLogger(__name__)
+
+
+class _WithoutPersonalData(logging.Filter):
+    """aiohttp logs a request it cannot parse with the client's address and a traceback whose
+    message may quote the raw request line (a query string with an email in it): keep the
+    network (/24, /48) and the exception's type only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                truncate_ip(arg) or "an unknown address" if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.msg} ({record.exc_info[0].__name__})"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+#: The logger given to aiohttp's request handler (``handler_args``), filtered as above.
+HTTP_LOG = logging.getLogger("pipeline.collector.http")
+HTTP_LOG.addFilter(_WithoutPersonalData())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

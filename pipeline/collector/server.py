@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pipeline.collector.enrich import Enricher
-from pipeline.collector.middleware import edge_middleware, json_response, preflight
+from pipeline.collector.middleware import HTTP_LOG, edge_middleware, json_response, preflight
 from pipeline.collector.openapi import openapi_spec
 from pipeline.collector.payload import MAX_BATCH_BYTES
 from pipeline.collector.producer import KafkaGateway
@@ -65,7 +65,8 @@ def build_collector(
         middlewares=[edge_middleware(metrics)],
         # Content-Encoding is decoded by .body (bounded, and without aiohttp's deadlock on a
         # truncated gzip body): whoever runs this app, aiohttp must not decode it first.
-        handler_args={"auto_decompress": False},
+        # Its own logger keeps client addresses and raw request lines out of the logs.
+        handler_args={"auto_decompress": False, "logger": HTTP_LOG},
     )
 
     def healthy() -> dict[str, object]:
