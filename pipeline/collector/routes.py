@@ -53,7 +53,8 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 SUCCESS_BODY = orjson.dumps({"success": True})
-NO_CACHE_HEADERS = {
+GIF_HEADERS = {
+    "Content-Type": GIF_CONTENT_TYPE,  # as a header, not content_type=: no parsing per request
     "Cache-Control": "no-cache, no-store, must-revalidate, private, max-age=0",
     "Pragma": "no-cache",
     "Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
@@ -421,9 +422,7 @@ class CollectorRoutes:
         return request.cookies.get(self._cookie_name)
 
     def _gif(self, new_cookie: str | None) -> web.Response:
-        response = web.Response(
-            body=TRANSPARENT_GIF, content_type=GIF_CONTENT_TYPE, headers=NO_CACHE_HEADERS
-        )
+        response = web.Response(body=TRANSPARENT_GIF, headers=GIF_HEADERS)
         if new_cookie is not None:
             # The value is a uuid or matched _COOKIE_VALUE: nothing to quote, so the header is
             # written directly instead of through http.cookies.

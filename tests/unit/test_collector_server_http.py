@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from pipeline.collector.body import decode_content
+from pipeline.collector.middleware import HTTP_LOG
 from pipeline.collector.openapi import openapi_spec
 from pipeline.collector.payload import MESSAGE_TYPES, PayloadError, PayloadTooLargeError
 from pipeline.collector.producer import person_key
@@ -112,3 +113,16 @@ def test_the_spec_describes_every_endpoint_and_resolves() -> None:
     for ref in refs:
         name = ref.split("'")[0].rsplit("/", 1)[-1]
         assert name in spec["components"]["schemas"], name
+
+
+def test_aiohttp_error_logs_keep_neither_the_address_nor_the_request_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("ERROR", logger=HTTP_LOG.name):
+        try:
+            raise ValueError("Invalid method: b'GET /i?em=ann@example.com'")
+        except ValueError:
+            HTTP_LOG.exception("Error handling request from %s", "203.0.113.9")
+    [record] = caplog.records
+    assert caplog.text.strip().endswith("Error handling request from 203.0.113.0 (ValueError)")
+    assert "ann@example.com" not in caplog.text and record.exc_info is None
