@@ -30,6 +30,7 @@ from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
 from pipeline.metrics import WorkerMetrics
+from pipeline.worker.txsend import SourceTransactionSender
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
@@ -61,12 +62,17 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     events_counter = metrics.events_processed.labels(AGENT)
     messages_counter = metrics.messages_processed.labels(AGENT)
 
-    async def dead_letter(raw_value: Any, reason: str) -> None:
+    tx = SourceTransactionSender(app)
+    invalid_topic = invalid.get_topic_name()
+    resolved_topic = resolved.get_topic_name()
+    changes_topic = changes.get_topic_name()
+
+    async def dead_letter(source: Any, raw_value: Any, reason: str) -> None:
         metrics.dead_letters.labels("identity", reason.split(":")[0]).inc()
         record = dead_letter_record(
             raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
         )
-        await invalid.send(value=record)
+        await tx.send(source, invalid_topic, record)
 
     @app.agent(raw, name=AGENT)
     async def identity(stream: faust.StreamT[bytes]) -> None:
@@ -77,21 +83,25 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 batch = avro.decode_batch(event.value)
             except avro.SerializationError as exc:
                 metrics.processing_errors.labels(AGENT).inc()
-                await dead_letter(event.value, f"undecodable raw message: {exc}")
+                await dead_letter(event, event.value, f"undecodable raw message: {exc}")
                 continue
             try:
                 out = resolve_batch(engine, batch, partitions, version_base=message.offset << 16)
             except Exception as exc:  # a bug must not stop the agent; the batch is kept
                 log.exception("identity failed on offset %s", message.offset)
                 metrics.processing_errors.labels(AGENT).inc()
-                await dead_letter(event.value, f"identity error: {type(exc).__name__}: {exc}")
+                await dead_letter(
+                    event, event.value, f"identity error: {type(exc).__name__}: {exc}"
+                )
                 continue
             for partition, body in out.resolved.items():
-                await resolved.send(value=avro.encode_resolved(body), partition=partition)
+                await tx.send(
+                    event, resolved_topic, avro.encode_resolved(body), partition=partition
+                )
             if out.changes:
-                await changes.send(value=orjson.dumps(out.changes))
+                await tx.send(event, changes_topic, orjson.dumps(out.changes), partition=0)
             for bad, reason in out.unresolved:
-                await dead_letter(bad, reason)
+                await dead_letter(event, bad, reason)
             events_counter.inc(len(batch))
             messages_counter.inc()
             if out.merges:

@@ -33,12 +33,13 @@ from pipeline import settings as s
 from pipeline.collector.deadletter import dead_letter_record
 from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import VERSION_INDEX_BITS, encode_changes, process_batch
+from pipeline.worker.txsend import SourceTransactionSender
 
 log = logging.getLogger(__name__)
 AGENT: Final = "profile"
 TABLE: Final = "cdp-profiles"
 #: Marks the messages this stage sends to ``cdp.events.resolved`` (forwards and folds).
-ORIGIN_HEADER: Final = {"cdp-origin": b"profile"}
+ORIGIN_HEADER: Final = [("cdp-origin", b"profile")]
 
 
 def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetrics) -> Any:
@@ -65,13 +66,18 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     messages_counter = metrics.messages_processed.labels(AGENT)
     errors = metrics.processing_errors.labels(AGENT)
 
-    async def dead_letter(raw_value: bytes, reason: str) -> None:
+    tx = SourceTransactionSender(app)
+    invalid_topic = invalid.get_topic_name()
+    resolved_topic = resolved.get_topic_name()
+    changes_topic = changes.get_topic_name()
+
+    async def dead_letter(source: Any, raw_value: bytes, reason: str) -> None:
         errors.inc()
         metrics.dead_letters.labels(AGENT, reason.split(":")[0]).inc()
         record = dead_letter_record(
             raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
         )
-        await invalid.send(value=record)
+        await tx.send(source, invalid_topic, record)
 
     @app.agent(resolved, name=AGENT)
     async def profiles(stream: faust.StreamT[bytes]) -> None:
@@ -81,7 +87,7 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             try:
                 batch = avro.decode_resolved(event.value)
             except avro.SerializationError as exc:
-                await dead_letter(event.value, f"undecodable resolved message: {exc}")
+                await dead_letter(event, event.value, f"undecodable resolved message: {exc}")
                 continue
             try:
                 out = process_batch(
@@ -95,16 +101,20 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 log.exception(
                     "profile failed on partition %s offset %s", message.partition, message.offset
                 )
-                await dead_letter(event.value, f"profile error: {type(exc).__name__}: {exc}")
+                await dead_letter(event, event.value, f"profile error: {type(exc).__name__}: {exc}")
                 continue
             for customer_id, value in out.writes.items():
                 table[customer_id] = value
             for partition, body in out.forwards.items():
-                await resolved.send(
-                    value=avro.encode_resolved(body), partition=partition, headers=ORIGIN_HEADER
+                await tx.send(
+                    event,
+                    resolved_topic,
+                    avro.encode_resolved(body),
+                    partition=partition,
+                    headers=ORIGIN_HEADER,
                 )
             for key, value in encode_changes(out.rows, message.partition, message.offset):
-                await changes.send(key=key, value=value, partition=message.partition)
+                await tx.send(event, changes_topic, value, key=key, partition=message.partition)
             events_counter.inc(out.events_applied)  # a forwarded event counts where applied
             messages_counter.inc()
             metrics.profile_updates.inc(len(out.writes))

@@ -8,6 +8,8 @@ profile API; with a ClickHouse server the API can also run on its own (``cdp api
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -90,8 +92,29 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the worker in the foreground until SIGTERM / SIGINT (used by ``cdp worker``)."""
+    """Run the worker in the foreground until SIGTERM / SIGINT (used by ``cdp worker``).
+
+    Under exactly-once, a RocksDB table store may hold writes of a transaction that was aborted
+    when the previous worker died (RocksDB is written at once, the transaction commits later).
+    A marker file tells a clean stop from a crash; after a crash the local stores are discarded
+    and the tables recover from their changelogs, which hold committed writes only.
+    """
     settings.check_production()
     app = create_app(settings)
+    tabledir = Path(app.conf.tabledir)
+    marker = settings.data_dir / "faust" / f"{settings.worker_id}.running"
+    if marker.exists():
+        log.warning("the last worker run did not stop cleanly: rebuilding tables from changelogs")
+        shutil.rmtree(tabledir, ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    clean = False
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        clean = exc.code in (0, None)
+        raise
+    finally:
+        if clean:
+            marker.unlink(missing_ok=True)

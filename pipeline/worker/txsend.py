@@ -1,0 +1,55 @@
+"""Send an agent's outputs inside the transaction of the input message being processed.
+
+faust-streaming's exactly-once mode picks a transactional producer from the *destination*
+topic's partition (``TransactionManager.send``), so an agent's outputs land in other
+transactions than the one that commits its input offset and its table changelog. A crash
+between those commits keeps the state change and loses the output for good: the replayed input
+finds its identifiers known and emits nothing (tests/integration/test_identity_crash.py caught
+this). Routing every output through the producer of the *source* partition - the one faust
+commits the input offset and the changelog writes with - makes state, outputs and offset one
+atomic transaction. It also works with several workers: the source partition is always
+assigned to the worker processing it, a destination partition may not be.
+
+Under at-least-once (no transactions) it is a plain send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+
+class SourceTransactionSender:
+    """Sends raw bytes to a topic within the current input message's transaction."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    def _transactional_id(self, event: EventT[Any]) -> str | None:
+        if not self._app.in_transaction:
+            return None
+        tp = event.message.tp
+        group = self._app.assignor.group_for_topic(tp.topic)
+        # The format faust's TransactionManager uses for the id that commits ``tp``'s offsets.
+        return f"{self._app.conf.id}-{group}-{tp.partition}"
+
+    async def send(
+        self,
+        event: EventT[Any],
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        transactional_id = self._transactional_id(event)
+        if transactional_id is None:
+            await self._app.producer.send(topic, key, value, partition, None, headers)
+            return
+        producer = self._app.consumer.transactions.producer
+        await producer.send(
+            topic, key, value, partition, None, headers, transactional_id=transactional_id
+        )
