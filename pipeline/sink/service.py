@@ -37,6 +37,10 @@ class SinkConfig:
     group_id: str
     max_rows: int = 20_000
     flush_interval_s: float = 0.5
+    #: Records carrying this (header, value) are skipped: the profile processor re-sends events
+    #: addressed to a merged-away customer to the survivor's partition, and those events were
+    #: already written under their first customer (the timeline follows merges).
+    skip_header: tuple[str, bytes] | None = ("cdp-origin", b"profile")
 
 
 class SinkService(Service):
@@ -83,6 +87,7 @@ class SinkService(Service):
         assert consumer is not None
         last_flush = time.monotonic()
         pending = False
+        skip = self._config.skip_header
         while not self.should_stop:
             remaining = self._config.flush_interval_s - (time.monotonic() - last_flush)
             try:
@@ -96,6 +101,8 @@ class SinkService(Service):
             for tp, messages in batch.items():
                 handle = self._handlers[tp.topic]
                 for message in messages:
+                    if skip is not None and skip in (message.headers or ()):
+                        continue
                     try:
                         handle(message.value)
                     except Exception:  # a bad record must not stop the sink; it is logged
