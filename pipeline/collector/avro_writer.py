@@ -49,11 +49,11 @@ _LARGE_LIMIT = 4096
 def encode_long(value: int) -> bytes:
     """Avro ``long`` (and ``int``): zig-zag, then base-128 varint."""
     if 0 <= value < _SMALL_LIMIT:
-        return _SMALL[value]
+        return _SMALL[value]  # a float here fails: tuple indexes must be integers
+    if not isinstance(value, int):  # before the memo: 1.5e12 == 1500000000000 would hit it
+        raise TypeError(f"expected an int, got {type(value).__name__}")
     encoded = _LARGE.get(value)
     if encoded is None:
-        if type(value) is not int:  # 1.0 == 1 would otherwise hit the memo
-            raise TypeError(f"expected an int, got {type(value).__name__}")
         encoded = _zigzag_varint(value)
         if len(_LARGE) >= _LARGE_LIMIT:
             _LARGE.clear()

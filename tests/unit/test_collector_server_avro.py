@@ -153,6 +153,12 @@ def test_records_that_break_the_schema_raise_serialization_error(change: dict[st
         encode_event_fast(event)
 
 
+def test_a_float_equal_to_a_memoized_long_is_still_refused() -> None:
+    assert encode_long(1_500_000_000_000) == encode_long(1_500_000_000_000)  # now memoized
+    with pytest.raises(TypeError):
+        encode_long(1.5e12)  # type: ignore[arg-type]
+
+
 def test_long_encoding_matches_the_spec_at_the_edges() -> None:
     assert encode_long(0) == b"\x00"
     assert encode_long(-1) == b"\x01"
