@@ -130,8 +130,9 @@ class CollectorRoutes:
         for msg_type in sorted(MESSAGE_TYPES):
             router.add_post(f"/v1/{msg_type}", self._single_handler(msg_type))
         router.add_post("/v1/batch", self.batch)
-        router.add_get("/v1/pixel/{kind}", self.pixel)
-        router.add_get("/i", self.short_pixel)
+        # No HEAD: link checkers and previewers send it, and it must not count as a hit.
+        router.add_get("/v1/pixel/{kind}", self.pixel, allow_head=False)
+        router.add_get("/i", self.short_pixel, allow_head=False)
 
     # --- handlers -----------------------------------------------------------------------------
 

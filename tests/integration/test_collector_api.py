@@ -308,9 +308,11 @@ def test_short_pixel_for_img_tags(kafka_broker: str, unique: str) -> None:
             timeout=10,
         )
         refused = requests.get(f"{collector.url}/i", params={"u": "https://x"}, timeout=10)
+        head = requests.head(f"{collector.url}/i", params={"k": WRITE_KEY}, timeout=10)
         email_open, page_view = read_events(kafka_broker, topics.raw, 2)
     assert opened.status_code == viewed.status_code == 200
     assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+    assert head.status_code == 405  # a link checker's HEAD is not a page view
     # Identified by the email: the fresh cookie is offered but not put into the event (image
     # proxies keep no cookies; every open would add an anonymous id to the person).
     assert "cdp_aid=" in opened.headers["Set-Cookie"]
