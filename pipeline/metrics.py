@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from pipeline import __version__
 
@@ -199,6 +199,42 @@ class CollectorMetrics:
                 "HTTP request duration, by route template.",
                 ["route"],
                 buckets=REQUEST_BUCKETS_S,
+                registry=r,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class LagMetrics:
+    """Consumer lag of the worker's consumer groups, computed by :mod:`pipeline.lag`.
+
+    Lag is a gauge set from Kafka's committed and end offsets (not counted in the consumer), so
+    it also shows a consumer that is stuck or not running at all. Every worker of a group
+    reports the same figures: aggregate with ``max by (group, topic, partition)``, never sum.
+    """
+
+    consumer_lag: Gauge
+    updated: Gauge
+    errors: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> LagMetrics:
+        r = registry
+        return cls(
+            consumer_lag=Gauge(
+                "cdp_consumer_lag",
+                "Messages not yet committed by a consumer group: end offset - committed offset.",
+                ["topic", "partition", "group"],
+                registry=r,
+            ),
+            updated=Gauge(
+                "cdp_consumer_lag_updated_timestamp_seconds",
+                "Unix time of the last successful lag computation (stale lag looks like zero).",
+                registry=r,
+            ),
+            errors=Counter(
+                "cdp_consumer_lag_errors",
+                "Lag computations that failed (broker unreachable, group coordinator moving).",
                 registry=r,
             ),
         )

@@ -64,6 +64,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     """The worker's faust app with every pipeline stage and the embedded HTTP server."""
     from pipeline.api.server import build_api
     from pipeline.identity.processor import register_identity
+    from pipeline.lag import worker_lag_monitor
     from pipeline.metrics import BuildMetrics, WorkerMetrics
     from pipeline.profile.processor import register_profiles
     from pipeline.sink.wiring import build_sink_service
@@ -88,6 +89,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     api = build_api(settings, client=client, registry=registry, health=healthy)
     app.add_dependency(HttpService(api, settings.api_host, settings.api_port))
+    app.add_dependency(worker_lag_monitor(settings, registry))
     return app
 
 
