@@ -47,7 +47,7 @@ test-all: setup ## Run every test, the slow ones too
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup ## Run the benchmarks and write BENCHMARKS.md
-	$(BIN)/cdp bench
+	$(BIN)/python -m bench.run
 
 lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -1,0 +1,117 @@
+"""`make bench`: run the benchmarks and write BENCHMARKS.md.
+
+Each benchmark module has ``run(...) -> dict``; this runner calls them with the sizes of the
+chosen mode, keeps the figures of one run together (the machine is shared and noisy, so ratios
+are only meaningful within one run) and writes them with the machine, date and versions.
+``--quick`` is the smoke mode the test suite uses: tiny sizes, nothing asserted about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("faust-streaming", "aiokafka", "fastavro", "clickhouse-connect", "chdb", "orjson")
+
+
+def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
+    from bench import bench_api, bench_collector, bench_identity, bench_profile
+
+    return [
+        (
+            "Identity engine (pure, one core)",
+            "bench/bench_identity.py",
+            lambda: bench_identity.run(20_000 if quick else 1_000_000,
+                                       20_000 if quick else 1_000_000),
+        ),
+        (
+            "Profile aggregation (pure, one core)",
+            "bench/bench_profile.py",
+            lambda: bench_profile.run(5_000 if quick else 200_000, repeats=1 if quick else 3),
+        ),
+        (
+            "Collector through the real broker",
+            "bench/bench_collector.py",
+            lambda: bench_collector.run(seconds=2.0 if quick else 15.0),
+        ),
+        (
+            "Profile API lookups on chDB",
+            "bench/bench_api.py",
+            lambda: bench_api.run(2_000 if quick else 100_000, requests=200 if quick else 2_000),
+        ),
+    ]  # fmt: skip
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _flatten(result: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((prefix + key, value))
+    return rows
+
+
+def render(results: list[tuple[str, str, dict[str, Any] | str, float]], mode: str) -> str:
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` ({mode} mode) on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start.",
+        f"Versions: {versions}.",
+        "",
+        "The machine is shared: compare figures within one run, not across runs.",
+        "",
+    ]
+    for title, source, result, seconds in results:
+        lines += [f"## {title}", "", f"`{source}`, {seconds:.0f} s.", ""]
+        if isinstance(result, str):
+            lines += [f"Failed: `{result}`", ""]
+            continue
+        lines += ["| measure | value |", "|---|---|"]
+        lines += [f"| {key} | {_fmt(value)} |" for key, value in _flatten(result)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    results: list[tuple[str, str, dict[str, Any] | str, float]] = []
+    failed = False
+    for title, source, bench in _suites(args.quick):
+        print(f"== {title} …", flush=True)
+        started = time.perf_counter()
+        try:
+            result: dict[str, Any] | str = bench()
+        except Exception as exc:  # one failing benchmark must not hide the others' figures
+            result, failed = f"{type(exc).__name__}: {exc}", True
+        results.append((title, source, result, time.perf_counter() - started))
+    args.out.write_text(render(results, "quick" if args.quick else "full"))
+    print(f"wrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

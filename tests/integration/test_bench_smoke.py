@@ -1,0 +1,30 @@
+"""The benchmark harness works end to end in its quick mode (nothing asserted about speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import PROJECT_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_benchmarks_write_a_results_table(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = out.read_text()
+    for section in ("Identity engine", "Profile aggregation", "Collector", "Profile API"):
+        assert f"## {section}" in text
+    assert "Failed:" not in text
