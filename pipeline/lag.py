@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 #: Seconds between two computations in the worker. Prometheus scrapes every 15 s, so a fresher
 #: figure would never be seen; tests lower it (read at call time by worker_lag_monitor).
 DEFAULT_INTERVAL_S = 10.0
+REQUEST_TIMEOUT_MS = 10_000
 
 
 class OffsetSource(Protocol):
@@ -57,9 +59,15 @@ class KafkaOffsetSource:
     (it joins no group and commits nothing) for partition metadata and end offsets."""
 
     def __init__(self, bootstrap: str, client_id: str = "cdp-lag") -> None:
-        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+        # Short timeouts: a computation blocks a thread, and a stopping worker waits for it.
+        self._admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=REQUEST_TIMEOUT_MS
+        )
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, client_id=client_id, group_id=None
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            group_id=None,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
         )
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
@@ -142,12 +150,15 @@ class LagMonitor(Service):
         self._interval_s = interval_s
         self._now = now
         self._reported: set[tuple[str, str, str]] = set()
+        # The computation runs in a thread; closing the clients must wait for it to finish.
+        self._lock = threading.Lock()
 
     def update(self) -> list[PartitionLag]:
         """One computation (blocking): set the gauges, drop series of partitions gone."""
-        if self._source is None:
-            self._source = self._source_factory()
-        lags = compute_lag(self._source, self._groups)
+        with self._lock:
+            if self._source is None:
+                self._source = self._source_factory()
+            lags = compute_lag(self._source, self._groups)
         gauge = self._metrics.consumer_lag
         current: set[tuple[str, str, str]] = set()
         for lag in lags:
@@ -162,12 +173,13 @@ class LagMonitor(Service):
 
     def _reset_source(self) -> None:
         # After an error the clients may be in any state: start from new ones next time.
-        if self._source is not None:
-            try:
-                self._source.close()
-            except Exception:  # closing a broken client must not hide the original error
-                log.debug("closing the lag offset source failed", exc_info=True)
-            self._source = None
+        with self._lock:
+            if self._source is not None:
+                try:
+                    self._source.close()
+                except Exception:  # closing a broken client must not hide the original error
+                    log.debug("closing the lag offset source failed", exc_info=True)
+                self._source = None
 
     async def on_start(self) -> None:
         self.add_future(self._run())
