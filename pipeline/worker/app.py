@@ -44,6 +44,9 @@ class HttpService(Service):
 
 
 def create_faust_app(settings: Settings) -> faust.App:
+    from pipeline.worker.txsend import flush_buffer_before_transaction_commit
+
+    flush_buffer_before_transaction_commit()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
@@ -57,6 +60,9 @@ def create_faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval_s,
+        # A killed worker's consumer stays in the group until this times out, and its
+        # replacement waits that long to get the partitions (faust's default is 60 s).
+        broker_session_timeout=15.0,
     )
 
 

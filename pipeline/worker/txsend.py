@@ -53,3 +53,29 @@ class SourceTransactionSender:
         await producer.send(
             topic, key, value, partition, None, headers, transactional_id=transactional_id
         )
+
+
+def flush_buffer_before_transaction_commit() -> None:
+    """Make faust drain its producer buffer before it commits a transaction.
+
+    Table changelog writes go through faust's producer *buffer* (``send_soon``) and reach
+    Kafka asynchronously. Outside transactions faust flushes that buffer before committing
+    offsets; its exactly-once path does not, so a state write made while processing input N
+    could land in the transaction after the one that commits N's offset - and a crash in
+    between keeps N committed while its state change is lost. Patched once per process, at
+    worker start.
+    """
+    from faust.transport.consumer import TransactionManager
+
+    original = TransactionManager.commit
+    if getattr(original, "_cdp_flushes", False):
+        return
+
+    async def commit(
+        self: TransactionManager, offsets: Any, start_new_transaction: bool = True
+    ) -> bool:
+        await self.app.producer.flush()
+        return await original(self, offsets, start_new_transaction=start_new_transaction)
+
+    commit._cdp_flushes = True  # type: ignore[attr-defined]
+    TransactionManager.commit = commit  # type: ignore[method-assign]
