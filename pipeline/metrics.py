@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from pipeline import __version__
+
+if TYPE_CHECKING:
+    from faust.sensors.prometheus import PrometheusMonitor
 
 
 @dataclass(frozen=True)
@@ -238,3 +242,16 @@ class LagMetrics:
                 registry=r,
             ),
         )
+
+
+def faust_sensor(registry: CollectorRegistry, prefix: str = "cdp_faust") -> PrometheusMonitor:
+    """faust's own Prometheus sensor on our registry, for ``app.monitor = faust_sensor(r)``.
+
+    It adds what our metrics do not cover (rebalances, commit and producer latency, table
+    operations, per-topic receive counts) without re-writing it. Its names are faust's: latencies
+    are in milliseconds, not base units, so dashboards label them as such.
+    """
+    # Imported here: the collector uses this module too and has no use for faust.
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+
+    return PrometheusMonitor(metrics=FaustMetrics.create(registry, prefix))

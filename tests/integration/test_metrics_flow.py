@@ -72,6 +72,7 @@ def test_metrics_follow_traffic_through_collector_and_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pipeline.lag
+    from pipeline.metrics import faust_sensor
     from pipeline.worker.app import create_app
 
     monkeypatch.setattr(pipeline.lag, "DEFAULT_INTERVAL_S", 0.3)
@@ -85,6 +86,7 @@ def test_metrics_follow_traffic_through_collector_and_worker(
     )
     worker = CollectorRegistry()
     app = create_app(settings, worker)
+    app.monitor = faust_sensor(worker)  # faust's own sensor works beside ours
     topics = Topics(settings.topic(TOPIC_RAW), settings.topic(TOPIC_INVALID))
     sink_group = f"{settings.worker_id}-sink"
 
@@ -178,6 +180,8 @@ def test_metrics_follow_traffic_through_collector_and_worker(
     assert (sink_group, settings.topic("cdp.events.resolved"), "0") in lags
     assert _value(worker, "cdp_consumer_lag_updated_timestamp_seconds") > 0
     assert _value(worker, "cdp_consumer_lag_errors_total") == 0
+    # faust counts Kafka messages (batches), at least the one the collector wrote and the bad one.
+    assert _value(worker, "cdp_faust_messages_received_total") >= 2
 
 
 async def _produce_raw(settings: Any, value: bytes) -> None:
