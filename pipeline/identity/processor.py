@@ -25,12 +25,11 @@ import orjson
 
 from pipeline import avro
 from pipeline import settings as s
-from pipeline.collector.deadletter import dead_letter_record
 from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
 from pipeline.metrics import WorkerMetrics
-from pipeline.worker.txsend import SourceTransactionSender
+from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
@@ -67,12 +66,7 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     resolved_topic = resolved.get_topic_name()
     changes_topic = changes.get_topic_name()
 
-    async def dead_letter(source: Any, raw_value: Any, reason: str) -> None:
-        metrics.dead_letters.labels("identity", reason.split(":")[0]).inc()
-        record = dead_letter_record(
-            raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
-        )
-        await tx.send(source, invalid_topic, record)
+    dead_letter = DeadLetters(tx, invalid_topic, metrics, AGENT).send
 
     @app.agent(raw, name=AGENT)
     async def identity(stream: faust.StreamT[bytes]) -> None:

@@ -30,10 +30,9 @@ import faust
 
 from pipeline import avro
 from pipeline import settings as s
-from pipeline.collector.deadletter import dead_letter_record
 from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import VERSION_INDEX_BITS, encode_changes, process_batch
-from pipeline.worker.txsend import SourceTransactionSender
+from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
 
 log = logging.getLogger(__name__)
 AGENT: Final = "profile"
@@ -71,13 +70,11 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     resolved_topic = resolved.get_topic_name()
     changes_topic = changes.get_topic_name()
 
+    dead_letters = DeadLetters(tx, invalid_topic, metrics, AGENT)
+
     async def dead_letter(source: Any, raw_value: bytes, reason: str) -> None:
         errors.inc()
-        metrics.dead_letters.labels(AGENT, reason.split(":")[0]).inc()
-        record = dead_letter_record(
-            raw_value, reason, None, None, received_at_ms=int(time.time() * 1000)
-        )
-        await tx.send(source, invalid_topic, record)
+        await dead_letters.send(source, raw_value, reason)
 
     @app.agent(resolved, name=AGENT)
     async def profiles(stream: faust.StreamT[bytes]) -> None:

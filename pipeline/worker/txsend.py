@@ -15,6 +15,7 @@ Under at-least-once (no transactions) it is a plain send.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
@@ -79,3 +80,30 @@ def flush_buffer_before_transaction_commit() -> None:
 
     commit._cdp_flushes = True  # type: ignore[attr-defined]
     TransactionManager.commit = commit  # type: ignore[method-assign]
+
+
+class DeadLetters:
+    """Writes records a stage cannot process to ``cdp.events.invalid``, with the reason.
+
+    Inside the input's transaction, so a dead letter is written exactly when its input is
+    committed; counted by stage and by the reason's first word.
+    """
+
+    def __init__(
+        self, sender: SourceTransactionSender, topic: str, metrics: Any, stage: str
+    ) -> None:
+        self._sender = sender
+        self._topic = topic
+        self._metrics = metrics
+        self._stage = stage
+
+    async def send(self, source: EventT[Any], raw: Any, reason: str) -> None:
+        from pipeline.collector.deadletter import dead_letter_record
+
+        self._metrics.dead_letters.labels(self._stage, reason.split(":")[0]).inc()
+        record = dead_letter_record(raw, reason, None, None, received_at_ms=now_ms())
+        await self._sender.send(source, self._topic, record)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
