@@ -71,7 +71,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     from pipeline.api.server import build_api
     from pipeline.identity.processor import register_identity
     from pipeline.lag import worker_lag_monitor
-    from pipeline.metrics import BuildMetrics, WorkerMetrics
+    from pipeline.metrics import BuildMetrics, WorkerMetrics, faust_sensor
     from pipeline.profile.processor import register_profiles
     from pipeline.sink.wiring import build_sink_service
     from pipeline.storage.clickhouse import client_from_settings
@@ -85,6 +85,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     applied = migrate(client, settings.clickhouse_database)
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+    # faust's own sensor: rebalances, commit latency, table operations (names cdp_faust_*).
+    app.monitor = faust_sensor(registry)
     register_identity(app, settings, metrics)
     register_profiles(app, settings, metrics)
     # The sink is a plain consumer beside faust's agents (see pipeline/sink/service.py).
