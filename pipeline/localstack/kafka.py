@@ -280,7 +280,14 @@ def _not_zombie(pid: int) -> bool:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, url-safe base64 without padding."""
+    """A Kafka cluster id: 16 random bytes, url-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with ``-``: the storage tool would
+    read it as an option (that made about one start in 64 fail).
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

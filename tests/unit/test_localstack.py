@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from pipeline.localstack import kafka
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xF8 encodes as "-" first in url-safe base64: the first candidate must be refused.
+    candidates = iter([bytes([0xF8]) + bytes(15), bytes(16)])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: type("U", (), {"bytes": next(candidates)}))
+    cluster_id = kafka._kafka_uuid()
+    assert not cluster_id.startswith("-")
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
