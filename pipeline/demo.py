@@ -17,6 +17,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -162,8 +163,9 @@ def run_demo(
     after = wait_processed(worker_metrics, before, stats.accepted, deadline_s=wait_s, echo=echo)
     processed_s = time.monotonic() - sent_done
 
-    echo("Reading the profiles back through the profile API …")
     token = settings.api_token.get_secret_value()
+    _wait_scores_refresh(settings.api_url, token, sim.persons[0], echo)
+    echo("Reading the profiles back through the profile API …")
     heaviest, sample = _report_people(sim, seed)
     profiles = asyncio.run(fetch_profiles(settings.api_url, token, heaviest + sample))
     sample = sample[:QUALITY_SAMPLE]
@@ -183,6 +185,24 @@ def run_demo(
         truth_path=truth_path,
     ):
         echo(line)
+
+
+#: The scores (RFM, ABC, XYZ, LTV) are recomputed every minute (0005_customer_scores.sql).
+SCORES_WAIT_S = 75.0
+
+
+def _wait_scores_refresh(api_url: str, token: str, person: Person, echo: Echo) -> None:
+    """Wait for the first score refresh after the data landed, so the RFM table is complete."""
+    since = datetime.now(UTC) + timedelta(seconds=2)  # the last profile rows' flush
+    echo("Waiting for the per-minute refresh of the RFM / ABC / LTV scores …")
+    deadline = time.monotonic() + SCORES_WAIT_S
+    while time.monotonic() < deadline:
+        doc = asyncio.run(fetch_profiles(api_url, token, [person])).get(person.person_id)
+        refreshed = ((doc or {}).get("scores") or {}).get("refreshed_at")
+        if refreshed and datetime.fromisoformat(refreshed.replace("Z", "+00:00")) >= since:
+            return
+        time.sleep(2)
+    echo("  no refresh seen yet; the report shows the scores as they are")
 
 
 def _send(sim: Simulation, facts: StreamFacts, options: SendOptions, truth: Path) -> SendStats:
