@@ -214,7 +214,9 @@ def loadgen(
     if duration is not None and rate > 0:
         events = int(rate * duration)
     elif duration is not None:
-        events = max(events, 10_000_000)  # as fast as possible until the time is up
+        # As fast as possible until the time is up: budget above what one collector takes
+        # (~15k events/s per core), not unbounded, because the session plan is built upfront.
+        events = int(duration * 30_000)
     try:
         end_ms = _epoch_ms(end)
         config = ModelConfig(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -124,11 +125,17 @@ class Sender:
             queued += len(request.events)
             await queue.put(request)
 
-        for n, event in enumerate(events):
+        stream = iter(events)
+        for n in itertools.count():
+            # Check the time before taking the next event: the truth file records what the
+            # iterator yields, so an event taken must be an event sent.
             if opts.duration_s is not None and n % 64 == 0:
                 if self._clock() - started >= opts.duration_s:
                     break
                 await asyncio.sleep(0)  # let workers run while the generator is busy
+            event = next(stream, None)
+            if event is None:
+                break
             if event.channel == "pixel":
                 await put(_Request([event], pixel=True))
                 continue
