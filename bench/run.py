@@ -24,7 +24,7 @@ PACKAGES = ("faust-streaming", "aiokafka", "fastavro", "clickhouse-connect", "ch
 
 
 def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
-    from bench import bench_api, bench_collector, bench_identity, bench_profile
+    from bench import bench_api, bench_collector, bench_identity, bench_pipeline, bench_profile
 
     return [
         (
@@ -42,6 +42,11 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
             "Collector through the real broker",
             "bench/bench_collector.py",
             lambda: bench_collector.run(seconds=2.0 if quick else 15.0),
+        ),
+        (
+            "Worker through the real broker (identity, profile, sink)",
+            "bench/bench_pipeline.py",
+            lambda: bench_pipeline.run(2_000 if quick else 50_000),
         ),
         (
             "Profile API lookups on chDB",

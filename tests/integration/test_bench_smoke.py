@@ -25,6 +25,6 @@ def test_quick_benchmarks_write_a_results_table(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
-    for section in ("Identity engine", "Profile aggregation", "Collector", "Profile API"):
+    for section in ("Identity engine", "Profile aggregation", "Collector", "Worker", "Profile API"):
         assert f"## {section}" in text
     assert "Failed:" not in text
