@@ -1,8 +1,16 @@
-"""Profile API HTTP server (aiohttp): bearer-token auth, JSON errors, ``/healthz``, ``/metrics``."""
+"""Profile API HTTP server (aiohttp): bearer-token auth, JSON errors, profiles, timeline,
+``/openapi.json``, ``/healthz``, ``/metrics``.
+
+Middlewares, outermost first: metrics (every request is counted, 401s included), bearer auth
+(everything but the public paths), errors (bad input → 400, unknown route → 404, a failing store
+→ 503, always JSON).
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,15 +18,23 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
+from pipeline.api.metrics import ApiMetrics
+from pipeline.api.openapi import build_openapi
+from pipeline.api.params import BadRequest
+from pipeline.api.queries import ProfileQueries
+from pipeline.api.routes import ProfileRoutes, json_response
 from pipeline.httpd import health_handler, metrics_handler
 from pipeline.settings import Settings
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+    return json_response({"error": message, **extra}, status=status)
 
 
 def bearer_auth(token: str) -> Middleware:
@@ -26,15 +42,48 @@ def bearer_auth(token: str) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS or request.path.startswith("/openapi"):
+        if request.path in PUBLIC_PATHS:
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         # Constant-time comparison: the token is the only thing guarding personal data.
         if not hmac.compare_digest(given, expected):
-            return json_error(
+            response = json_error(
                 401, "missing or invalid bearer token", hint="Authorization: Bearer <token>"
             )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cdp"'
+            return response
         return await handler(request)
+
+    return middleware
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:  # 404 unknown route, 405 wrong method: JSON like the rest
+            return json_error(exc.status, exc.reason)
+        raise
+    except Exception:
+        # The store failed (ClickHouse down, a query error): say so without leaking details.
+        log.exception("profile API request failed: %s %s", request.method, request.path)
+        return json_error(503, "profile store unavailable, retry later")
+
+
+def request_metrics(metrics: ApiMetrics) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        # The route template, not the path: customer ids would explode the label set.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.requests.labels(route, str(response.status)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        return response
 
     return middleware
 
@@ -46,9 +95,24 @@ def build_api(
     registry: CollectorRegistry,
     health: Callable[[], dict[str, object]],
 ) -> web.Application:
-    app = web.Application(middlewares=[bearer_auth(settings.api_token.get_secret_value())])
+    """The profile API on ``client`` (a clickhouse-connect client) and ``settings``' database."""
+    metrics = ApiMetrics.create(registry)
+    app = web.Application(
+        middlewares=[
+            request_metrics(metrics),
+            bearer_auth(settings.api_token.get_secret_value()),
+            json_errors,
+        ]
+    )
+    spec = build_openapi(settings.identity_config)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return json_response(spec)
+
     app.router.add_get("/healthz", health_handler(health))  # type: ignore[arg-type]
     app.router.add_get("/metrics", metrics_handler(registry))  # type: ignore[arg-type]
-    app["clickhouse"] = client
-    app["settings"] = settings
+    app.router.add_get("/openapi.json", openapi)
+    queries = ProfileQueries(client, settings.clickhouse_database)
+    ProfileRoutes(queries, settings.identity_config).register(app.router)
+    app[SETTINGS_KEY] = settings
     return app

@@ -1,0 +1,262 @@
+"""Profile API lookup latency with many stored profiles (issue 5: p99 <= 20 ms at 1,000,000).
+
+``python -m bench.bench_api [n_profiles ...] [--requests N]`` fills a fresh embedded ClickHouse
+(chDB, in a temporary folder) with ``n_profiles`` synthetic profiles, their identities (email,
+user id, anonymous id), a merge for every 20th customer and five events each, refreshes the
+scores, then times lookups through the real aiohttp application over HTTP (the same
+``build_api`` the worker serves): by email, by customer id, by a merged (loser) id and the
+timeline. Prints p50 / p99 per kind and returns them from :func:`run`.
+
+The data is generated inside ClickHouse (``INSERT … SELECT … FROM numbers(n)``) so a million
+profiles load in seconds rather than minutes of Python row building.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from clickhouse_connect.driver.client import Client
+from prometheus_client import CollectorRegistry
+
+from pipeline.api.server import build_api
+from pipeline.settings import load_settings
+from pipeline.storage.clickhouse import connect
+from pipeline.storage.migrate import migrate
+
+DATABASE = "bench_api"
+_DATA_DIR: str | None = None
+TOKEN = "bench-token"  # noqa: S105 - a throwaway token of a local bench
+MERGE_EVERY = 20  # every 20th customer absorbed another one
+EVENTS_PER_CUSTOMER = 5
+
+# Deterministic UUID-looking ids from a number: the API sees realistic 36-character keys.
+_CID = "UUIDNumToString(MD5(concat('c', toString({n}))))"
+_LOSER = "UUIDNumToString(MD5(concat('l', toString({n}))))"
+
+# Templates of our own (database and counts are the bench's constants, never user input).
+_FILL_PROFILES = """
+INSERT INTO {db}.profiles (customer_id, identities, user_ids, emails, traits, events, page_views,
+    sessions, first_seen, last_seen, orders, currency, revenue, gross_revenue, avg_order_value,
+    first_order_at, last_order_at, first_touch_channel, merged_from, version, is_deleted)
+SELECT
+    {cid},
+    map('email', [concat('user', toString(number), '@example.com')],
+        'user_id', [concat('u', toString(number))],
+        'anonymous_id', [concat('anon-', toString(number))]),
+    [concat('u', toString(number))],
+    [concat('user', toString(number), '@example.com')],
+    concat('{{"first_name":"User ', toString(number), '"}}'),
+    {events}, 3, 1,
+    toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalMinute(number % 500000),
+    toDateTime64('2025-06-01 00:00:00', 3, 'UTC') + toIntervalMinute(number % 500000),
+    number % 4, 'USD',
+    toDecimal64((number % 4) * 25.5, 4),
+    toDecimal64((number % 4) * 25.5, 4),
+    toDecimal64(if(number % 4 = 0, 0, 25.5), 4),
+    if(number % 4 = 0, NULL,
+       toDateTime64('2024-02-01 00:00:00', 3, 'UTC') + toIntervalHour(number % 10000)),
+    if(number % 4 = 0, NULL,
+       toDateTime64('2025-05-01 00:00:00', 3, 'UTC') + toIntervalHour(number % 10000)),
+    ['direct', 'search', 'social', 'email', 'paid'][number % 5 + 1],
+    if(number % {every} = 0, [{loser}], []),
+    2, 0
+FROM numbers({n})
+"""
+# The losers' last rows: the profile processor writes them once more with is_deleted = 1.
+_FILL_LOSERS = """
+INSERT INTO {db}.profiles (customer_id, version, is_deleted)
+SELECT {loser}, 3, 1 FROM numbers({n}) WHERE number % {every} = 0
+"""
+_FILL_MERGES = """
+INSERT INTO {db}.customer_merges (loser, survivor, reason, merged_at)
+SELECT {loser}, {cid}, 'email', now64(3) FROM numbers({n}) WHERE number % {every} = 0
+"""
+_FILL_IDENTITIES = """
+INSERT INTO {db}.identities (id_type, id_value, customer_id, first_seen, version)
+SELECT id.1, id.2, customer_id, now64(3), 1
+FROM (
+    SELECT arrayJoin([('email', concat('user', toString(number), '@example.com')),
+                      ('user_id', concat('u', toString(number))),
+                      ('anonymous_id', concat('anon-', toString(number)))]) AS id,
+           {cid} AS customer_id
+    FROM numbers({n})
+)
+"""
+# Events: four page views and an order per customer; a merged customer's first event is
+# stored under its loser id, as it was before the merge.
+_FILL_EVENTS = """
+INSERT INTO {db}.events (event_id, customer_id, type, event, timestamp, received_at,
+    properties, page_path, channel)
+SELECT
+    UUIDNumToString(MD5(concat('e', toString(c), '-', toString(k)))),
+    if(c % {every} = 0 AND k = 0, {loser_c}, {cid_c}),
+    if(k = 4, 'track', 'page'),
+    if(k = 4, 'Order Completed', ''),
+    toDateTime64('2025-01-01 00:00:00', 3, 'UTC') + toIntervalMinute(c % 100000 + k * 1440),
+    now64(3),
+    if(k = 4, concat('{{"order_id":"o', toString(c), '","revenue":25.5}}'), '{{}}'),
+    '/catalog', 'direct'
+FROM (SELECT intDiv(number, {events}) AS c, number % {events} AS k
+      FROM numbers({n_events}))
+"""
+_SAMPLE_IDS = "SELECT {expr} FROM numbers(0, {{n:UInt64}}, {{step:UInt64}}) LIMIT 2000"
+
+
+def _fill(client: Client, db: str, n: int) -> None:
+    names = {
+        "db": db,
+        "n": n,
+        "every": MERGE_EVERY,
+        "events": EVENTS_PER_CUSTOMER,
+        "n_events": n * EVENTS_PER_CUSTOMER,
+        "cid": _CID.format(n="number"),
+        "loser": _LOSER.format(n="number"),
+        "cid_c": _CID.format(n="c"),
+        "loser_c": _LOSER.format(n="c"),
+    }
+    for template in (_FILL_PROFILES, _FILL_LOSERS, _FILL_MERGES, _FILL_IDENTITIES, _FILL_EVENTS):
+        client.command(template.format(**names))
+
+
+def _sample(client: Client, expr: str, n: int, step: int) -> list[str]:
+    sql = _SAMPLE_IDS.format(expr=expr.format(n="number"))
+    return [str(row[0]) for row in client.query(sql, {"n": n, "step": step}).result_rows]
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "p50_ms": round(q[49], 2),
+        "p99_ms": round(q[98], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+async def _measure(client: Client, db: str, n: int, requests: int) -> dict[str, dict[str, float]]:
+    settings = load_settings(clickhouse_database=db, api_token=TOKEN)
+    app = build_api(
+        settings, client=client, registry=CollectorRegistry(), health=lambda: {"ok": True}
+    )
+    rng = random.Random(7)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    id_list = _sample(client, _CID, n, max(1, n // 2000))
+    loser_list = _sample(client, _LOSER, n, MERGE_EVERY)
+    kinds: dict[str, Callable[[], str]] = {
+        "by_email": lambda: f"/v1/profiles?email=User{rng.randrange(n)}@Example.com",
+        "by_id": lambda: f"/v1/profiles/{rng.choice(id_list)}",
+        "by_merged_id": lambda: f"/v1/profiles/{rng.choice(loser_list)}",
+        "timeline": lambda: f"/v1/profiles/{rng.choice(id_list)}/events?limit=50",
+    }
+    results: dict[str, dict[str, float]] = {}
+    async with TestClient(TestServer(app)) as http:
+        for kind, make_path in kinds.items():
+            samples: list[float] = []
+            cpu_ms = 0.0
+            for i in range(requests + 50):
+                path = make_path()
+                started, cpu_started = time.perf_counter(), time.process_time()
+                response = await http.get(path, headers=headers)
+                await response.read()
+                elapsed = (time.perf_counter() - started) * 1000
+                if response.status != 200:
+                    raise RuntimeError(f"{path}: HTTP {response.status}")
+                if i >= 50:  # warm-up: first queries compile and fill caches
+                    samples.append(elapsed)
+                    cpu_ms += (time.process_time() - cpu_started) * 1000
+            # CPU per request (client, server and engine: one process) does not depend on what
+            # else runs on the machine; wall-clock percentiles do.
+            results[kind] = {**_percentiles(samples), "cpu_ms": round(cpu_ms / requests, 2)}
+    return results
+
+
+def _data_dir() -> str:
+    """One chDB folder per process (chDB opens a single path per process), removed at exit."""
+    global _DATA_DIR
+    if _DATA_DIR is None:
+        _DATA_DIR = tempfile.mkdtemp(prefix="bench-api-")
+        atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
+    return _DATA_DIR
+
+
+def run(n_profiles: int, requests: int = 2000, background_refresh: bool = False) -> dict[str, Any]:
+    """Fill a fresh chDB with ``n_profiles`` and time the API lookups; returns the figures.
+
+    The scores' refreshable view (every minute, in this process like in the local worker) is
+    paused while timing unless ``background_refresh``: with it, the lookups that coincide with
+    a refresh show what the refresh costs them.
+    """
+    database = f"{DATABASE}_{n_profiles}"
+    view = f"{database}.customer_scores_refresh"
+    client = connect(f"chdb://{_data_dir()}/clickhouse")
+    client.command(f"DROP DATABASE IF EXISTS {database}")
+    try:
+        migrate(client, database)
+        client.command(f"SYSTEM STOP VIEW {view}")
+        started = time.perf_counter()
+        _fill(client, database, n_profiles)
+        fill_s = time.perf_counter() - started
+        started = time.perf_counter()
+        client.command(f"SYSTEM START VIEW {view}")
+        client.command(f"SYSTEM REFRESH VIEW {view}")
+        client.command(f"SYSTEM WAIT VIEW {view}")
+        refresh_s = time.perf_counter() - started
+        if not background_refresh:
+            client.command(f"SYSTEM STOP VIEW {view}")
+        lookups = asyncio.run(_measure(client, database, n_profiles, requests))
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {database}")
+    return {
+        "profiles": n_profiles,
+        "requests_per_kind": requests,
+        "background_refresh": background_refresh,
+        "fill_s": round(fill_s, 1),
+        "scores_refresh_s": round(refresh_s, 2),
+        **lookups,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "profiles",
+        nargs="*",
+        type=int,
+        default=[100_000],
+        help="profile counts (e.g. 100000 1000000)",
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per kind")
+    parser.add_argument(
+        "--background-refresh",
+        action="store_true",
+        help="keep the every-minute scores refresh running while timing",
+    )
+    args = parser.parse_args(argv)
+    print(f"{'profiles':>10} {'kind':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>8}")
+    for n in args.profiles:
+        result = run(n, args.requests, args.background_refresh)
+        for kind in ("by_email", "by_id", "by_merged_id", "timeline"):
+            figures = result[kind]
+            print(
+                f"{n:>10} {kind:<14} {figures['p50_ms']:>8} {figures['p99_ms']:>8}"
+                f" {figures['max_ms']:>8} {figures['cpu_ms']:>8}"
+            )
+        print(
+            f"{n:>10} fill {result['fill_s']} s, scores refresh {result['scores_refresh_s']} s,"
+            f" load average {os.getloadavg()[0]:.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
