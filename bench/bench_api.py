@@ -1,11 +1,12 @@
 """Profile API lookup latency with many stored profiles (issue 5: p99 <= 20 ms at 1,000,000).
 
-``python -m bench.bench_api [n_profiles ...] [--requests N]`` fills a fresh embedded ClickHouse
-(chDB, in a temporary folder) with ``n_profiles`` synthetic profiles, their identities (email,
-user id, anonymous id), a merge for every 20th customer and five events each, refreshes the
-scores, then times lookups through the real aiohttp application over HTTP (the same
-``build_api`` the worker serves): by email, by customer id, by a merged (loser) id and the
-timeline. Prints p50 / p99 per kind and returns them from :func:`run`.
+``python -m bench.bench_api [n_profiles ...] [--requests N] [--background-refresh]`` fills a
+fresh embedded ClickHouse (chDB, in a temporary folder) with ``n_profiles`` synthetic profiles,
+their identities (email, user id, anonymous id), a merge for every 20th customer and five events
+each, refreshes the scores, then times lookups through the real aiohttp application over HTTP
+(the same ``build_api`` the worker serves): by email, by customer id, by a merged (loser) id and the
+timeline. Prints p50 / p99 (and CPU per request: client, server and engine share the process)
+per kind; :func:`run` returns them (from a child process, see there).
 
 The data is generated inside ClickHouse (``INSERT … SELECT … FROM numbers(n)``) so a million
 profiles load in seconds rather than minutes of Python row building.
@@ -16,13 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import json
 import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -34,6 +39,7 @@ from pipeline.settings import load_settings
 from pipeline.storage.clickhouse import connect
 from pipeline.storage.migrate import migrate
 
+ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "bench_api"
 _DATA_DIR: str | None = None
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token of a local bench
@@ -191,6 +197,30 @@ def _data_dir() -> str:
 
 
 def run(n_profiles: int, requests: int = 2000, background_refresh: bool = False) -> dict[str, Any]:
+    """:func:`measure` in a child process, for callers that may hold another chDB path already
+    (``make bench`` runs every benchmark in one process, and chDB opens one path per process)."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_api",
+        str(n_profiles),
+        "--requests",
+        str(requests),
+    ]
+    if background_refresh:
+        command.append("--background-refresh")
+    done = subprocess.run(
+        [*command, "--json"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_api failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    n_profiles: int, requests: int = 2000, background_refresh: bool = False
+) -> dict[str, Any]:
     """Fill a fresh chDB with ``n_profiles`` and time the API lookups; returns the figures.
 
     The scores' refreshable view (every minute, in this process like in the local worker) is
@@ -242,10 +272,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="keep the every-minute scores refresh running while timing",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON line per size")
     args = parser.parse_args(argv)
+    if args.json:
+        for n in args.profiles:
+            print(json.dumps(measure(n, args.requests, args.background_refresh)), flush=True)
+        return
     print(f"{'profiles':>10} {'kind':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>8}")
     for n in args.profiles:
-        result = run(n, args.requests, args.background_refresh)
+        result = measure(n, args.requests, args.background_refresh)
         for kind in ("by_email", "by_id", "by_merged_id", "timeline"):
             figures = result[kind]
             print(

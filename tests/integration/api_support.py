@@ -13,24 +13,14 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from pipeline.profile.view import PROFILE_COLUMNS
 from pipeline.sink.rows import EVENT_COLUMNS, IDENTITY_COLUMNS, MERGE_COLUMNS
-from pipeline.storage.migrate import MIGRATIONS_DIR, migrate
+from pipeline.storage.migrate import migrate
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def setup_schema(client: Client, database: str) -> None:
-    """Apply the migrations; create ``profiles`` first while its migration (0003) is not written.
-
-    The views of 0004 read ``profiles``, so the table must exist before they are created.
-    """
-    if not any(MIGRATIONS_DIR.glob("0003_*.sql")):
-        columns = ",\n".join(f"`{name}` {ctype}" for name, ctype in PROFILE_COLUMNS)
-        client.command(
-            f"CREATE TABLE IF NOT EXISTS {database}.profiles ({columns}) "
-            "ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY customer_id"
-        )
+    """Every migration: the tables of 0001-0003 and the views and documents of 0004-0006."""
     migrate(client, database)
 
 
