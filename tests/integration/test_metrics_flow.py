@@ -72,7 +72,6 @@ def test_metrics_follow_traffic_through_collector_and_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pipeline.lag
-    from pipeline.metrics import faust_sensor
     from pipeline.worker.app import create_app
 
     monkeypatch.setattr(pipeline.lag, "DEFAULT_INTERVAL_S", 0.3)
@@ -85,8 +84,7 @@ def test_metrics_follow_traffic_through_collector_and_worker(
         clickhouse_database=db,
     )
     worker = CollectorRegistry()
-    app = create_app(settings, worker)
-    app.monitor = faust_sensor(worker)  # faust's own sensor works beside ours
+    app = create_app(settings, worker)  # with faust's own sensor beside ours
     topics = Topics(settings.topic(TOPIC_RAW), settings.topic(TOPIC_INVALID))
     sink_group = f"{settings.worker_id}-sink"
 
