@@ -8,7 +8,7 @@ id, and the timeline with the merged customer's events, each once.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +16,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.worker_harness import event, produce_batches, wait_until, worker_settings
+from pipeline.settings import Settings
+from tests.integration.worker_harness import event, produce_batches, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +35,13 @@ def _page(eid: str, at_s: int, *ids: tuple[str, str]) -> dict[str, Any]:
 
 
 def test_the_worker_serves_merged_profiles_and_timelines(
-    kafka_broker: str,
-    unique: str,
+    local_worker_settings: Callable[..., Settings],
     clickhouse: tuple[Any, str],
-    chdb_path: Path,
-    tmp_path: Path,
 ) -> None:
     from pipeline.worker.app import create_app
 
     client, db = clickhouse
-    settings = worker_settings(
-        kafka_broker,
-        unique,
-        tmp_path,
-        clickhouse_dsn=f"chdb://{chdb_path}",
-        clickhouse_database=db,
+    settings = local_worker_settings(
         api_token=TOKEN,
     )
     batches = [

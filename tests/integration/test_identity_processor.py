@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.worker_harness import event, produce_batches, wait_until, worker_settings
+from pipeline.settings import Settings
+from tests.integration.worker_harness import event, produce_batches, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,22 +19,13 @@ def _count(client: Any, sql: str, **params: Any) -> int:
 
 
 def test_raw_batches_are_resolved_stitched_and_written(
-    kafka_broker: str,
-    unique: str,
+    local_worker_settings: Callable[..., Settings],
     clickhouse: tuple[Any, str],
-    chdb_path: Path,
-    tmp_path: Path,
 ) -> None:
     from pipeline.worker.app import create_app
 
     client, db = clickhouse
-    settings = worker_settings(
-        kafka_broker,
-        unique,
-        tmp_path,
-        clickhouse_dsn=f"chdb://{chdb_path}",
-        clickhouse_database=db,
-    )
+    settings = local_worker_settings()
     # Anonymous browsing on two devices, then a login on each: one customer in the end.
     batches = [
         [event("e1", 1_000, [("anonymous_id", "cookie-a")])],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.partitioning import partition_for
 from pipeline.settings import TOPIC_RESOLVED, Settings
-from tests.integration.worker_harness import event, produce_batches, wait_until, worker_settings
+from tests.integration.worker_harness import event, produce_batches, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,22 +53,14 @@ def live_profiles(client: Any, db: str) -> list[tuple[Any, ...]]:
 
 
 def test_merge_folds_anonymous_history_orders_count_once_late_event_lands(
-    kafka_broker: str,
-    unique: str,
+    local_worker_settings: Callable[..., Settings],
     clickhouse: tuple[Any, str],
-    chdb_path: Path,
-    tmp_path: Path,
 ) -> None:
     from pipeline.worker.app import create_app
 
     client, db = clickhouse
-    settings = worker_settings(
-        kafka_broker,
-        unique,
-        tmp_path,
+    settings = local_worker_settings(
         topic_partitions=4,
-        clickhouse_dsn=f"chdb://{chdb_path}",
-        clickhouse_database=db,
         faust_store="rocksdb://",  # the production store: values go through the serializers
     )
     batches = [
