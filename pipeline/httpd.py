@@ -34,3 +34,16 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner
+
+
+def openapi_ref(name: str) -> dict[str, str]:
+    """An OpenAPI reference to ``#/components/schemas/<name>``."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_json_response(description: str, schema: str) -> dict[str, object]:
+    """An OpenAPI response whose JSON body is the component schema ``schema``."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": openapi_ref(schema)}},
+    }

@@ -11,6 +11,8 @@ from typing import Any
 from pipeline import __version__
 from pipeline.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from pipeline.api.render import LTV_MODEL
+from pipeline.httpd import openapi_json_response as _response
+from pipeline.httpd import openapi_ref as _ref
 from pipeline.identity.config import IdentityConfig
 
 _JSON = "application/json"
@@ -19,14 +21,6 @@ _NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
 _NULLABLE_NUMBER = {"type": "number", "nullable": True}
 _OBJECT = {"type": "object", "additionalProperties": True}
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _response(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {_JSON: {"schema": _ref(schema)}}}
 
 
 _ERRORS = {

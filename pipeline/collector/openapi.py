@@ -13,16 +13,10 @@ from typing import Any
 from pipeline import __version__
 from pipeline.collector.payload import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MESSAGE_TYPES
 from pipeline.collector.pixel import PIXEL_TYPES
+from pipeline.httpd import openapi_json_response as _json_response
+from pipeline.httpd import openapi_ref as _ref
 
 _JSON = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json_response(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {_JSON: {"schema": _ref(schema)}}}
 
 
 _ERRORS = {
