@@ -15,7 +15,6 @@ from pipeline.httpd import openapi_json_response as _response
 from pipeline.httpd import openapi_ref as _ref
 from pipeline.identity.config import IdentityConfig
 
-_JSON = "application/json"
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
 _NULLABLE_NUMBER = {"type": "number", "nullable": True}
