@@ -73,6 +73,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too (the local stack's controller uses port + 1)."""
+    for _ in range(100):
+        port = free_port()
+        if port < 65535 and not port_open("127.0.0.1", port + 1):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise KafkaError("no two consecutive free ports found")
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.localstack.kafka import free_port, port_open, process_alive
+from pipeline.localstack.kafka import free_port, free_port_pair, port_open, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,20 @@ def _cdp(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
     )
 
 
+def _free_port_except(*taken: int) -> int:
+    while (port := free_port()) in taken:
+        pass
+    return port
+
+
 def test_up_twice_status_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    kafka_port = free_port()
+    kafka_port = free_port_pair()  # the controller listens on kafka_port + 1
     env = {
         **os.environ,
         "CDP_DATA_DIR": str(tmp_path / "run"),
         "CDP_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
-        "CDP_COLLECTOR_PORT": str(free_port()),
-        "CDP_API_PORT": str(free_port()),
+        "CDP_COLLECTOR_PORT": str(_free_port_except(kafka_port, kafka_port + 1)),
+        "CDP_API_PORT": str(_free_port_except(kafka_port, kafka_port + 1)),
         "CDP_KAFKA_HEAP": "384m",
     }
     ports = [kafka_port, int(env["CDP_COLLECTOR_PORT"]), int(env["CDP_API_PORT"])]
