@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(8, ge=1, description="Partitions of the per-customer topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+    table_cache_entries: int = Field(
+        100_000,
+        ge=1,
+        description="Entries per generation of the in-memory read cache in front of each "
+        "worker table (up to twice this many are cached; bounds the worker's memory).",
+    )
 
     # ClickHouse
     clickhouse_dsn: str = Field(

@@ -29,6 +29,7 @@ from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
 from pipeline.metrics import WorkerMetrics
+from pipeline.worker.buffered import BufferedTable
 from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,26 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         settings.topic(s.TOPIC_IDENTITY_CHANGES), value_serializer="raw", partitions=1
     )
     invalid = app.topic(settings.topic(s.TOPIC_INVALID), value_serializer="raw", partitions=1)
-    identifiers = app.Table("cdp-identity-identifiers", partitions=1, key_type=str)
-    customers = app.Table("cdp-identity-customers", partitions=1, key_type=str)
-    # Faust tables are MutableMappings: the pure engine reads and writes them as it would
-    # dicts, and every __setitem__ becomes a changelog record.
-    state = IdentityState(
-        identifiers=cast(MutableMapping[str, str], identifiers),
-        customers=cast(MutableMapping[str, CustomerRecord], customers),
+    identifiers_table = app.Table("cdp-identity-identifiers", partitions=1, key_type=str)
+    customers_table = app.Table("cdp-identity-customers", partitions=1, key_type=str)
+    # Faust tables are MutableMappings; the pure engine reads and writes them as it would dicts
+    # through a read cache and a write buffer (pipeline/worker/buffered.py): a message's writes
+    # reach the table, one changelog record per key, only once the whole message resolved.
+    identifiers = BufferedTable(
+        cast(MutableMapping[str, str], identifiers_table), settings.table_cache_entries
     )
+    customers = BufferedTable(
+        cast(MutableMapping[str, CustomerRecord], customers_table), settings.table_cache_entries
+    )
+    state = IdentityState(identifiers=identifiers, customers=customers)
+
+    async def forget_cache(*_: Any, **__: Any) -> None:
+        # A rebalance may rebuild the tables from their changelogs.
+        identifiers.invalidate()
+        customers.invalidate()
+
+    app.on_partitions_revoked.connect(forget_cache)
+    app.on_partitions_assigned.connect(forget_cache)
     engine = IdentityEngine(settings.identity_config, state)
     app.identity_engine = engine  # type: ignore[attr-defined]  # profile API lookups
     seconds = metrics.processing_seconds.labels(AGENT)
@@ -81,7 +94,11 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 continue
             try:
                 out = resolve_batch(engine, batch, partitions, version_base=message.offset << 16)
+                identifiers.flush()
+                customers.flush()
             except Exception as exc:  # a bug must not stop the agent; the batch is kept
+                identifiers.discard()
+                customers.discard()
                 log.exception("identity failed on offset %s", message.offset)
                 metrics.processing_errors.labels(AGENT).inc()
                 await dead_letter(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from typing import Any, Final, cast
 
 import faust
@@ -32,6 +32,7 @@ from pipeline import avro
 from pipeline import settings as s
 from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import VERSION_INDEX_BITS, encode_changes, process_batch
+from pipeline.worker.buffered import BufferedTable
 from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,17 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     # value_type=bytes makes faust store and log the stage's bytes as they are ("raw" codec,
     # chosen from the type for the store and the changelog alike).
     table = app.Table(TABLE, partitions=partitions, key_type=str, value_type=bytes)
-    # A faust Table is a Mapping: the pure stage reads it as it would a dict; only this agent
-    # writes it (each write becomes a changelog record in the input message's partition).
-    store = cast(Mapping[str, bytes], table)
+    # A faust Table is a Mapping: the pure stage reads it as it would a dict, through a read
+    # cache (pipeline/worker/buffered.py); only this agent writes it, once per customer per
+    # message (each write becomes a changelog record in the input message's partition).
+    store = BufferedTable(cast(MutableMapping[str, bytes], table), settings.table_cache_entries)
     app.profile_table = table  # type: ignore[attr-defined]  # the profile API may read it
+
+    async def forget_cache(*_: Any, **__: Any) -> None:
+        store.invalidate()  # a rebalance may move partitions or rebuild them from changelogs
+
+    app.on_partitions_revoked.connect(forget_cache)
+    app.on_partitions_assigned.connect(forget_cache)
     seconds = metrics.processing_seconds.labels(AGENT)
     events_counter = metrics.events_processed.labels(AGENT)
     messages_counter = metrics.messages_processed.labels(AGENT)
@@ -100,8 +108,8 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 )
                 await dead_letter(event, event.value, f"profile error: {type(exc).__name__}: {exc}")
                 continue
-            for customer_id, value in out.writes.items():
-                table[customer_id] = value
+            store.update(out.writes)
+            store.flush()
             for partition, body in out.forwards.items():
                 await tx.send(
                     event,
