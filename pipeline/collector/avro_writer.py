@@ -19,47 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.avro import EVENT_SCHEMA, SerializationError, encode_event
-
-_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def _zigzag_varint(value: int) -> bytes:
-    if not _LONG_MIN <= value <= _LONG_MAX:
-        raise ValueError(f"{value} does not fit an Avro long")
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# Lengths and counts are small: a table lookup instead of the loop for the common ones.
-_SMALL = tuple(_zigzag_varint(i) for i in range(8192))
-
-
-_SMALL_LIMIT = len(_SMALL)
-# Large values repeat too: received_at and sentAt are shared by a whole batch, and a client's
-# timestamps cluster. A bounded memo (cleared when full) keeps the varint loop off most of them.
-_LARGE: dict[int, bytes] = {}
-_LARGE_LIMIT = 4096
-
-
-def encode_long(value: int) -> bytes:
-    """Avro ``long`` (and ``int``): zig-zag, then base-128 varint."""
-    if 0 <= value < _SMALL_LIMIT:
-        return _SMALL[value]  # a float here fails: tuple indexes must be integers
-    if not isinstance(value, int):  # before the memo: 1.5e12 == 1500000000000 would hit it
-        raise TypeError(f"expected an int, got {type(value).__name__}")
-    encoded = _LARGE.get(value)
-    if encoded is None:
-        encoded = _zigzag_varint(value)
-        if len(_LARGE) >= _LARGE_LIMIT:
-            _LARGE.clear()
-        _LARGE[value] = encoded
-    return encoded
-
+from pipeline.avro_codec import SMALL_LONGS as _SMALL
+from pipeline.avro_codec import SMALL_LONGS_LIMIT as _SMALL_LIMIT
+from pipeline.avro_codec import encode_long
 
 _BOOLEAN = {True: b"\x01", False: b"\x00"}
 
