@@ -22,9 +22,41 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("faust-streaming", "aiokafka", "fastavro", "clickhouse-connect", "chdb", "orjson")
 
+# Suites are found in the results by their source file (the second item of a suite).
+PIPELINE_SOURCE = "bench/bench_pipeline.py"
+CEILINGS_SOURCE = "bench/bench_ceilings.py"
+#: The end-to-end suite: when its results are present, its ``sustained_events_per_s`` (events/s
+#: fully reflected in ClickHouse profiles) is our throughput in the ratios; until then the
+#: worker suite's ``profile_events_per_s``.
+E2E_SOURCE = "bench/bench_e2e.py"
+OUR_THROUGHPUT = (
+    (E2E_SOURCE, "sustained_events_per_s"),
+    (PIPELINE_SOURCE, "profile_events_per_s"),
+)
+#: The ceilings our throughput is divided by: label, unit, path in the ceilings' results.
+RATIO_CEILINGS = (
+    ("bare faust agent, exactly_once, one event per message", "messages/s",
+     ("faust_agent", "exactly_once", "messages_per_s")),
+    ("bare faust agent, at_least_once, one event per message", "messages/s",
+     ("faust_agent", "at_least_once", "messages_per_s")),
+    ("raw aiokafka consumer, batches of events (as our raw topic)", "events/s",
+     ("aiokafka_consumer", "batch", "events_per_s")),
+    ("raw aiokafka consumer + Avro decoding, batches of events", "events/s",
+     ("aiokafka_consumer", "batch", "decoded_events_per_s")),
+    ("raw aiokafka consumer, one event per message", "messages/s",
+     ("aiokafka_consumer", "event", "messages_per_s")),
+)  # fmt: skip
+
 
 def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
-    from bench import bench_api, bench_collector, bench_identity, bench_pipeline, bench_profile
+    from bench import (
+        bench_api,
+        bench_ceilings,
+        bench_collector,
+        bench_identity,
+        bench_pipeline,
+        bench_profile,
+    )
 
     return [
         (
@@ -45,8 +77,13 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
         ),
         (
             "Worker through the real broker (identity, profile, sink)",
-            "bench/bench_pipeline.py",
+            PIPELINE_SOURCE,
             lambda: bench_pipeline.run(2_000 if quick else 50_000),
+        ),
+        (
+            "Physical ceilings (Kafka's tools, raw consumer, bare faust agent, chDB inserts)",
+            CEILINGS_SOURCE,
+            lambda: bench_ceilings.run(quick=quick),
         ),
         (
             "Profile API lookups on chDB",
@@ -74,6 +111,56 @@ def _flatten(result: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
+
+
+def _lookup(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = result
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def render_ratios(results: list[tuple[str, str, dict[str, Any] | str, float]]) -> list[str]:
+    """The "Ratios" section: our throughput over the ceilings measured in the same run."""
+    figures = {source: result for _, source, result, _ in results if isinstance(result, dict)}
+    lines = ["## Ratios", ""]
+    ours = next(
+        (
+            (source, key, number)
+            for source, key in OUR_THROUGHPUT
+            if (number := _number(figures.get(source, {}).get(key))) is not None
+        ),
+        None,
+    )
+    ceilings = figures.get(CEILINGS_SOURCE)
+    if ours is None:
+        sources = " or ".join(f"`{source}`" for source, _ in OUR_THROUGHPUT)
+        return [*lines, f"Not computed: no throughput of ours ({sources}) in this run.", ""]
+    if ceilings is None:
+        return [*lines, f"Not computed: no ceilings (`{CEILINGS_SOURCE}`) in this run.", ""]
+    source, key, value = ours
+    lines += [
+        f"Our throughput: `{key}` of `{source}`, {_fmt(value)} events/s, divided by the "
+        "ceilings of the same run. A ceiling in messages/s is at one event per message; the "
+        "pipeline carries batches of events per message, so it can exceed those.",
+        "",
+        "| ceiling | value | ours / ceiling |",
+        "|---|---|---|",
+    ]
+    for label, unit, path in RATIO_CEILINGS:
+        ceiling = _number(_lookup(ceilings, path))
+        if ceiling is not None:
+            lines.append(f"| {label} | {_fmt(ceiling)} {unit} | {value / ceiling:.3g} |")
+    lines.append("")
+    return lines
+
+
 def render(results: list[tuple[str, str, dict[str, Any] | str, float]], mode: str) -> str:
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
     lines = [
@@ -95,6 +182,7 @@ def render(results: list[tuple[str, str, dict[str, Any] | str, float]], mode: st
         lines += ["| measure | value |", "|---|---|"]
         lines += [f"| {key} | {_fmt(value)} |" for key, value in _flatten(result)]
         lines.append("")
+    lines += render_ratios(results)
     return "\n".join(lines)
 
 

@@ -25,6 +25,16 @@ def test_quick_benchmarks_write_a_results_table(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
-    for section in ("Identity engine", "Profile aggregation", "Collector", "Worker", "Profile API"):
+    sections = (
+        "Identity engine",
+        "Profile aggregation",
+        "Collector",
+        "Worker",
+        "Physical ceilings",
+        "Profile API",
+        "Ratios",
+    )
+    for section in sections:
         assert f"## {section}" in text
     assert "Failed:" not in text
+    assert "Not computed" not in text  # the ratios found our throughput and the ceilings
