@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         description="Entries per generation of the in-memory read cache in front of each "
         "worker table (up to twice this many are cached; bounds the worker's memory).",
     )
+    profile_cache_entries: int = Field(
+        5_000,
+        ge=1,
+        description="Entries per generation of the profile processor's cache of decoded "
+        "profiles (a few KB each in memory; up to twice this many are held).",
+    )
 
     # ClickHouse
     clickhouse_dsn: str = Field(

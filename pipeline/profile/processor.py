@@ -31,8 +31,13 @@ import faust
 from pipeline import avro
 from pipeline import settings as s
 from pipeline.metrics import WorkerMetrics
-from pipeline.profile.stage import VERSION_INDEX_BITS, encode_changes, process_batch
-from pipeline.worker.buffered import BufferedTable
+from pipeline.profile.stage import (
+    VERSION_INDEX_BITS,
+    Record,
+    encode_changes,
+    process_batch,
+)
+from pipeline.worker.buffered import BufferedTable, RecentCache
 from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
 
 log = logging.getLogger(__name__)
@@ -63,8 +68,13 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     store = BufferedTable(cast(MutableMapping[str, bytes], table), settings.table_cache_entries)
     app.profile_table = table  # type: ignore[attr-defined]  # the profile API may read it
 
+    # Decoded records of recently updated customers: parsing a stored state is the largest
+    # cost of a small update (see process_batch).
+    decoded: RecentCache[Record] = RecentCache(settings.profile_cache_entries)
+
     async def forget_cache(*_: Any, **__: Any) -> None:
         store.invalidate()  # a rebalance may move partitions or rebuild them from changelogs
+        decoded.clear()
 
     app.on_partitions_revoked.connect(forget_cache)
     app.on_partitions_assigned.connect(forget_cache)
@@ -101,8 +111,10 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                     message.partition,
                     partitions,
                     version_base=message.offset << VERSION_INDEX_BITS,
+                    decoded=decoded,
                 )
             except Exception as exc:  # a bug or corrupt state must not stop the agent
+                decoded.clear()  # records taken from it may be half-changed
                 log.exception(
                     "profile failed on partition %s offset %s", message.partition, message.offset
                 )
@@ -110,6 +122,8 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 continue
             store.update(out.writes)
             store.flush()
+            for customer_id, record in out.touched.items():
+                decoded.put(customer_id, record)
             for partition, body in out.forwards.items():
                 await tx.send(
                     event,

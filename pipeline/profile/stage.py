@@ -63,7 +63,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -145,6 +145,8 @@ class StageOutput:
     forwards: dict[int, ResolvedBatch] = field(default_factory=dict)
     #: ``profiles`` rows of the touched customers (``profile_row`` + ``merged_from``).
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: customer_id → the record now stored (decoded ``writes``), for the caller's cache.
+    touched: dict[str, Record] = field(default_factory=dict)
     events_applied: int = 0
     events_forwarded: int = 0
     tombstones: int = 0
@@ -159,25 +161,44 @@ class StageOutput:
         return batch
 
 
+class RecordCache(Protocol):
+    """Decoded records the caller keeps between calls (``pipeline.worker.buffered.RecentCache``)."""
+
+    def lookup(self, key: str, default: Any) -> Any: ...
+
+
 def process_batch(
     batch: Mapping[str, Any],
     store: Mapping[str, bytes],
     partition: int,
     partitions: int,
     version_base: int = 0,
+    decoded: RecordCache | None = None,
 ) -> StageOutput:
     """Apply one message addressed to ``partition``; read ``store``, never write it.
 
     ``version_base`` is the input offset shifted left by :data:`VERSION_INDEX_BITS`.
+
+    ``decoded`` saves :func:`decode_record` (the JSON parse of a whole state, the largest cost of
+    a small update) for customers seen recently: it must map a customer to the record that
+    ``store`` holds, decoded. Records taken from it are changed in place, so the caller puts
+    ``StageOutput.touched`` back after a successful call and clears it after one that raised.
     """
-    return _Run(store, partition, partitions).run(batch, version_base)
+    return _Run(store, partition, partitions, decoded).run(batch, version_base)
 
 
 class _Run:
     """State of one :func:`process_batch` call: the records read so far and those changed."""
 
-    def __init__(self, store: Mapping[str, bytes], partition: int, partitions: int) -> None:
+    def __init__(
+        self,
+        store: Mapping[str, bytes],
+        partition: int,
+        partitions: int,
+        decoded: RecordCache | None = None,
+    ) -> None:
         self.store = store
+        self.decoded = decoded
         self.partition = partition
         self.partitions = partitions
         self.records: dict[str, Record | None] = {}  # read-through cache: one read per customer
@@ -192,6 +213,7 @@ class _Run:
             fold = decode_record(item["state"])
             self.deliver_fold(str(item["loser"]), str(item["survivor"]), fold)
         out = self.out
+        out.touched = self.touched
         for index, (customer_id, record) in enumerate(self.touched.items()):
             out.writes[customer_id] = encode_record(record)
             version = version_base + min(index, (1 << VERSION_INDEX_BITS) - 1)
@@ -210,8 +232,10 @@ class _Run:
     def load(self, customer_id: str) -> Record | None:
         if customer_id in self.records:
             return self.records[customer_id]
-        data = self.store.get(customer_id)
-        record = None if data is None else decode_record(data)
+        record = None if self.decoded is None else self.decoded.lookup(customer_id, None)
+        if record is None:
+            data = self.store.get(customer_id)
+            record = None if data is None else decode_record(data)
         self.records[customer_id] = record
         return record
 

@@ -32,20 +32,62 @@ V = TypeVar("V")
 
 _ABSENT: Final[Any] = object()
 """Cached "the table has no such key", and the buffered form of a deletion."""
+_MISS: Final[Any] = object()
+
+
+class RecentCache(Generic[V]):
+    """A bounded cache keeping roughly the most recently used entries, at dict speed.
+
+    Two generations: when the young one holds ``generation_size`` entries it becomes the old one
+    and the previous old one is dropped; a hit in the old generation moves the entry back to the
+    young one. At most ``2 * generation_size`` entries are held.
+    """
+
+    __slots__ = ("_generation_size", "_old", "_young")
+
+    def __init__(self, generation_size: int) -> None:
+        if generation_size < 1:
+            raise ValueError("generation_size must be at least 1")
+        self._generation_size = generation_size
+        self._young: dict[str, V] = {}
+        self._old: dict[str, V] = {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+    def lookup(self, key: str, default: Any) -> Any:
+        """The cached value, or ``default`` when ``key`` is not cached."""
+        young = self._young
+        if key in young:
+            return young[key]
+        old = self._old
+        if key in old:
+            value = old.pop(key)
+            self.put(key, value)
+            return value
+        return default
+
+    def put(self, key: str, value: V) -> None:
+        young = self._young
+        if key not in young and len(young) >= self._generation_size:
+            self._old = young
+            young = self._young = {}
+        self._old.pop(key, None)
+        young[key] = value
+
+    def clear(self) -> None:
+        self._young = {}
+        self._old = {}
 
 
 class BufferedTable(MutableMapping[str, V], Generic[V]):
     """See the module docstring. ``table`` is any MutableMapping (a faust Table, or a dict)."""
 
-    __slots__ = ("_dirty", "_generation_size", "_old", "_table", "_young")
+    __slots__ = ("_cache", "_dirty", "_table")
 
     def __init__(self, table: MutableMapping[str, V], generation_size: int = 100_000) -> None:
-        if generation_size < 1:
-            raise ValueError("generation_size must be at least 1")
         self._table = table
-        self._generation_size = generation_size
-        self._young: dict[str, Any] = {}
-        self._old: dict[str, Any] = {}
+        self._cache: RecentCache[Any] = RecentCache(generation_size)
         self._dirty: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ reads
@@ -54,22 +96,12 @@ class BufferedTable(MutableMapping[str, V], Generic[V]):
         dirty = self._dirty
         if key in dirty:
             return dirty[key]
-        young = self._young
-        if key in young:
-            return young[key]
-        # An old entry is promoted to the young generation; a true miss reads the table once
-        # and remembers the answer, absent included.
-        old = self._old
-        value = old.pop(key) if key in old else self._table.get(key, _ABSENT)
-        self._remember(key, value)
+        value = self._cache.lookup(key, _MISS)
+        if value is _MISS:
+            # A true miss: read the table once and remember the answer, absent included.
+            value = self._table.get(key, _ABSENT)
+            self._cache.put(key, value)
         return value
-
-    def _remember(self, key: str, value: Any) -> None:
-        young = self._young
-        if len(young) >= self._generation_size:
-            self._old = young
-            young = self._young = {}
-        young[key] = value
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._lookup(key)
@@ -108,8 +140,7 @@ class BufferedTable(MutableMapping[str, V], Generic[V]):
                 table.pop(key, None)
             else:
                 table[key] = value
-            self._old.pop(key, None)
-            self._remember(key, value)
+            self._cache.put(key, value)
         return len(dirty)
 
     def discard(self) -> None:
@@ -119,8 +150,7 @@ class BufferedTable(MutableMapping[str, V], Generic[V]):
 
     def invalidate(self) -> None:
         """Drop the cache: the next reads go to the table (after a rebalance)."""
-        self._young = {}
-        self._old = {}
+        self._cache.clear()
 
     # ------------------------------------------------------------------ iteration
 
