@@ -23,7 +23,7 @@ from typing import Any, cast
 import faust
 import orjson
 
-from pipeline import avro
+from pipeline import avro, avro_reader
 from pipeline import settings as s
 from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import resolve_batch
@@ -86,8 +86,9 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         async for event in stream.events():
             started = time.perf_counter()
             message = event.message
+            raw = event.value
             try:
-                batch = avro.decode_batch(event.value)
+                batch, spans = avro_reader.decode_batch_spans(raw)
             except avro.SerializationError as exc:
                 metrics.processing_errors.labels(AGENT).inc()
                 await dead_letter(event, event.value, f"undecodable raw message: {exc}")
@@ -106,9 +107,16 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 )
                 continue
             for partition, body in out.resolved.items():
-                await tx.send(
-                    event, resolved_topic, avro.encode_resolved(body), partition=partition
-                )
+                # Each event's own bytes from the raw message, framed with its customer: the
+                # raw batch is written with the current Event schema (decoding just read it).
+                framed = [
+                    (item["customer_id"], raw[spans[i][0] : spans[i][1]])
+                    for item, i in zip(
+                        body["events"], out.positions.get(partition, ()), strict=True
+                    )
+                ]
+                value = avro_reader.frame_resolved(framed, body["merges"], body["folds"])
+                await tx.send(event, resolved_topic, value, partition=partition)
             if out.changes:
                 await tx.send(event, changes_topic, orjson.dumps(out.changes), partition=0)
             for bad, reason in out.unresolved:

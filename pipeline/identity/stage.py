@@ -22,6 +22,9 @@ class StageOutput:
     """Everything one raw batch produced."""
 
     resolved: dict[int, ResolvedBatch] = field(default_factory=dict)
+    #: partition → the input index of each of ``resolved[partition]["events"]``, in order (the
+    #: processor frames those events' original Avro bytes instead of encoding them again).
+    positions: dict[int, list[int]] = field(default_factory=dict)
     #: identity.changes records: identifiers (new or moved), merges, refused links.
     changes: list[dict[str, Any]] = field(default_factory=list)
     #: events no identifier could be resolved for, with the reason (dead letters).
@@ -66,9 +69,11 @@ def resolve_batch(
             continue
         version = version_base + index
         _record_changes(out, result, at, version, partitions)
-        out.batch_for(partition_for(result.customer_id, partitions))["events"].append(
+        partition = partition_for(result.customer_id, partitions)
+        out.batch_for(partition)["events"].append(
             {"customer_id": result.customer_id, "event": event}
         )
+        out.positions.setdefault(partition, []).append(index)
     return out
 
 

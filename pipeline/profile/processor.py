@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 
 import faust
 
-from pipeline import avro
+from pipeline import avro, avro_reader
 from pipeline import settings as s
 from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import (
@@ -100,7 +100,7 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             started = time.perf_counter()
             message = event.message
             try:
-                batch = avro.decode_resolved(event.value)
+                batch = avro_reader.decode_resolved_fast(event.value)
             except avro.SerializationError as exc:
                 await dead_letter(event, event.value, f"undecodable resolved message: {exc}")
                 continue

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from pipeline import avro
 from pipeline import settings as s
+from pipeline.avro_reader import decode_resolved_fast
 from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import PROFILE_SINK_COLUMNS, profile_change_rows
 from pipeline.sink.clickhouse import TableSink
@@ -33,7 +33,7 @@ def build_sink_service(settings: s.Settings, client: Any, metrics: WorkerMetrics
     received: list[int] = []
 
     def on_resolved(value: bytes) -> None:
-        batch = avro.decode_resolved(value)
+        batch = decode_resolved_fast(value)
         rows = []
         for item in batch["events"]:
             event = item["event"]

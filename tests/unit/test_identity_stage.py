@@ -37,6 +37,11 @@ def test_events_go_to_their_customers_partition_in_order() -> None:
         assert ids == sorted(ids, key=lambda e: int(e[1:]))  # order kept within a partition
     assert sorted(seen) == sorted(e["event_id"] for e in events)
     assert out.new_identifiers == 3
+    # positions name each output event's index in the input (the processor frames its bytes)
+    for partition, batch in out.resolved.items():
+        assert [events[i] for i in out.positions[partition]] == [
+            item["event"] for item in batch["events"]
+        ]
 
 
 def test_merge_is_sent_to_the_losers_partition_and_recorded() -> None:
