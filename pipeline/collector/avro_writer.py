@@ -25,6 +25,58 @@ from pipeline.avro_codec import encode_long
 
 _BOOLEAN = {True: b"\x01", False: b"\x00"}
 
+# Fields whose values repeat across a site's traffic (event names, sources, pages, referrers,
+# user agents, enrichment labels): their encoded bytes are memoized by value, which turns the
+# encode / length / prefix steps into one dict lookup. Ids, properties and traits are mostly
+# unique and are encoded every time. Dotted paths; ``[]`` is an array's items.
+REPEATED_STRINGS = frozenset(
+    {
+        "type",
+        "event",
+        "source",
+        "identifiers[].type",
+        "consent[]",
+        *(
+            f"context.{name}"
+            for name in (
+                "ip",
+                "user_agent",
+                "page_url",
+                "page_path",
+                "page_title",
+                "referrer",
+                "locale",
+                "library",
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "utm_term",
+                "utm_content",
+            )
+        ),
+        *(f"enrichment.{name}" for name in ("device_type", "os", "browser", "channel")),
+    }
+)
+_MEMO_LIMIT = 8192  # entries per memo; a full memo is cleared
+_MEMO_MAX_BYTES = 1024  # longer values are encoded each time: the memo stays under ~10 MB
+
+
+def _memo(prefix: bytes) -> tuple[dict[str, bytes], Callable[[str], bytes]]:
+    """A memo of ``prefix + encoded string`` by string, and the function that fills it."""
+    memo: dict[str, bytes] = {}
+
+    def encode(value: str) -> bytes:
+        data = value.encode()  # AttributeError for a non-string: the caller's SerializationError
+        size = len(data)
+        encoded = prefix + (_SMALL[size] if size < _SMALL_LIMIT else encode_long(size)) + data
+        if size <= _MEMO_MAX_BYTES:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[value] = encoded
+        return encoded
+
+    return memo, encode
+
 
 class _Unsupported(Exception):
     """The schema uses a type the compiler does not generate code for."""
@@ -37,6 +89,7 @@ class _Compiler:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
         self.named: dict[str, Any] = {}
+        self.memos: dict[bytes, tuple[str, str]] = {}
         self._counter = 0
 
     def _name(self, prefix: str = "v") -> str:
@@ -46,24 +99,31 @@ class _Compiler:
     def _emit(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
 
+    def _memos(self, prefix: bytes) -> tuple[str, str]:
+        """Names of the memo of strings encoded after ``prefix`` and of its filler (shared)."""
+        if prefix not in self.memos:
+            memo, encode = _memo(prefix)
+            self.memos[prefix] = (self._constant(memo), self._constant(encode))
+        return self.memos[prefix]
+
     def _constant(self, value: Any) -> str:
         name = self._name("C")
         self.constants[name] = value
         return name
 
-    def value(self, schema: Any, expr: str, depth: int) -> None:
+    def value(self, schema: Any, expr: str, depth: int, path: str = "") -> None:
         if isinstance(schema, list):
-            self._union(schema, expr, depth)
+            self._union(schema, expr, depth, path)
             return
         if isinstance(schema, str):
             if schema in self.named:
                 schema = self.named[schema]
             else:
-                self._primitive(schema, expr, depth)
+                self._primitive(schema, expr, depth, path)
                 return
         kind = schema["type"]
         if kind == "record":
-            self._record(schema, expr, depth)
+            self._record(schema, expr, depth, path)
         elif kind == "array":
             items = self._name()
             item = self._name()
@@ -71,17 +131,23 @@ class _Compiler:
             self._emit(depth, f"if {items}:")
             self._emit(depth + 1, f"out(L(len({items})))")
             self._emit(depth + 1, f"for {item} in {items}:")
-            self.value(schema["items"], item, depth + 2)
+            self.value(schema["items"], item, depth + 2, f"{path}[]")
             self._emit(depth, "out(b'\\x00')")
         elif isinstance(kind, str) and "name" not in schema:
-            self._primitive(kind, expr, depth)  # {"type": "string"} and the like
+            self._primitive(kind, expr, depth, path)  # {"type": "string"} and the like
         else:
             raise _Unsupported(str(kind))
 
-    def _primitive(self, kind: str, expr: str, depth: int) -> None:
+    def _primitive(self, kind: str, expr: str, depth: int, path: str = "") -> None:
         # The small-value table is indexed inline: a function call per value would cost more
         # than the lookup itself.
-        if kind == "string":
+        if kind == "string" and path in REPEATED_STRINGS:
+            # Encoded bytes are never empty (the length comes first), so ``or`` is safe.
+            text = self._name()
+            self._emit(depth, f"{text} = {expr}")
+            memo, encode = self._memos(b"")
+            self._emit(depth, f"out({memo}.get({text}) or {encode}({text}))")
+        elif kind == "string":
             data, size = self._name(), self._name()
             self._emit(depth, f"{data} = {expr}.encode()")
             self._emit(depth, f"{size} = len({data})")
@@ -99,7 +165,7 @@ class _Compiler:
         else:
             raise _Unsupported(kind)
 
-    def _union(self, branches: list[Any], expr: str, depth: int) -> None:
+    def _union(self, branches: list[Any], expr: str, depth: int, path: str = "") -> None:
         # Only the optional-value union (null + one type) is needed by the contract.
         if len(branches) != 2 or "null" not in branches:
             raise _Unsupported(f"union {branches}")
@@ -110,16 +176,22 @@ class _Compiler:
         self._emit(depth, f"if {value} is None:")
         self._emit(depth + 1, f"out({encode_long(null_index)!r})")
         self._emit(depth, "else:")
+        if other == "string" and path in REPEATED_STRINGS:
+            # The branch index is part of the memoized bytes: one lookup for the whole value.
+            memo, encode = self._memos(encode_long(1 - null_index))
+            self._emit(depth + 1, f"out({memo}.get({value}) or {encode}({value}))")
+            return
         self._emit(depth + 1, f"out({encode_long(1 - null_index)!r})")
-        self.value(other, value, depth + 1)
+        self.value(other, value, depth + 1, path)
 
-    def _record(self, schema: dict[str, Any], expr: str, depth: int) -> None:
+    def _record(self, schema: dict[str, Any], expr: str, depth: int, path: str = "") -> None:
         if schema["name"] in self.named and self.named[schema["name"]] is not schema:
             raise _Unsupported(f"redefined {schema['name']}")
         self.named[schema["name"]] = schema
         record = self._name()
         self._emit(depth, f"{record} = {expr}")
         for field in schema["fields"]:
+            field_path = f"{path}.{field['name']}" if path else field["name"]
             name = field["name"]
             if "default" in field:
                 # As fastavro: a missing field takes its default.
@@ -128,7 +200,7 @@ class _Compiler:
                 access = f"{record}.get({name!r})"
             else:
                 access = f"{record}[{name!r}]"
-            self.value(field["type"], access, depth)
+            self.value(field["type"], access, depth, field_path)
 
 
 def _compile(schema: Any) -> Callable[[dict[str, Any], Callable[[bytes], None]], None] | None:

@@ -143,8 +143,13 @@ class Enricher:
         self._now = now
         self._new_id = new_id
         self._user_agents = UserAgentParser(ua_cache_size)
+        self._trait_types = (EMAIL, PHONE, *identity_config.custom_types)
         # Returning visitors repeat their ids; a phone costs ~200 µs in phonenumbers.
         self._normalize_cached = lru_cache(maxsize=id_cache_size)(self._normalize_uncached)
+
+    def warm_up(self) -> None:
+        """Pay the one-off set-up costs of the parsers now, not in the first requests."""
+        self._user_agents.warm_up()
 
     def source(self, write_key: str | None, payload: Mapping[str, Any]) -> str:
         """The source name for a request; the HTTP write key wins over the body's ``writeKey``."""
@@ -221,27 +226,30 @@ class Enricher:
         person's traits (``traits`` and ``context.traits``): email, phone and every configured
         custom type (trait key == type name).
         """
-        candidates: list[tuple[str, Any]] = [
-            (ANONYMOUS_ID, message.anonymous_id),
-            (USER_ID, message.user_id),
-        ]
+        candidates: list[tuple[str, Any]] = []
+        if message.anonymous_id is not None:
+            candidates.append((ANONYMOUS_ID, message.anonymous_id))
+        if message.user_id is not None:
+            candidates.append((USER_ID, message.user_id))
         if message.previous_id is not None:
             is_email = self._normalize(EMAIL, message.previous_id) is not None
             candidates.append((EMAIL if is_email else ANONYMOUS_ID, message.previous_id))
-        trait_types = (EMAIL, PHONE, *self._config.custom_types)
+        traits = message.traits
+        if traits:
+            for id_type in self._trait_types:
+                raw = traits.get(id_type)
+                if raw is not None:
+                    candidates.append((id_type, raw))
         # For most messages traits *is* context_traits: read it once.
-        trait_sources = (
-            (message.traits,)
-            if message.traits is message.context_traits
-            else (message.traits, message.context_traits)
-        )
-        for traits in trait_sources:
-            candidates.extend((id_type, traits.get(id_type)) for id_type in trait_types)
+        traits = message.context_traits
+        if traits and traits is not message.traits:
+            for id_type in self._trait_types:
+                raw = traits.get(id_type)
+                if raw is not None:
+                    candidates.append((id_type, raw))
         seen: set[tuple[str, str]] = set()
         identifiers: list[dict[str, str]] = []
         for id_type, raw in candidates:
-            if raw is None:
-                continue
             value = self._normalize(id_type, raw)
             if value is not None and (id_type, value) not in seen:
                 seen.add((id_type, value))
@@ -251,7 +259,7 @@ class Enricher:
     def _normalize(self, id_type: str, raw: Any) -> str | None:
         # Only str / int ids are worth caching (the rest is rejected by the normalizer); bool is
         # excluded because True == 1 would share a cache slot with the id 1.
-        if isinstance(raw, str | int) and not isinstance(raw, bool):
+        if type(raw) is str or (isinstance(raw, str | int) and not isinstance(raw, bool)):
             return self._normalize_cached(id_type, raw)
         return normalize_identifier(id_type, raw, self._config)
 
@@ -343,9 +351,14 @@ def _with_batch_defaults(
     return merged
 
 
+_NO_UTM: dict[str, str | None] = dict.fromkeys(UTM_KEYS)
+
+
 def _utm(message: Message) -> dict[str, str | None]:
     """context.campaign first; utm_* query parameters of the page URL fill the gaps."""
     from_url = query_params(message.page_url)
+    if not message.campaign and not from_url:
+        return _NO_UTM  # read only: the caller copies it into the event's context
     utm: dict[str, str | None] = {}
     for key in UTM_KEYS:
         value = message.campaign.get(key)
@@ -356,7 +369,9 @@ def _utm(message: Message) -> dict[str, str | None]:
 
 
 def _json(value: Mapping[str, Any], field: str) -> str:
+    if not value:
+        return "{}"
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value if type(value) is dict else dict(value)).decode()
     except TypeError as exc:  # already proven serializable by the size check; belt and braces
         raise PayloadError(field, f"cannot be serialized as JSON: {exc}") from exc

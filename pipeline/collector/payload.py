@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,6 +59,10 @@ TEXT_LIMITS: Mapping[str, int] = {
     "utm": 256,
     "consent": 64,
 }
+_URL_LIMIT = TEXT_LIMITS["url"]
+_TITLE_LIMIT = TEXT_LIMITS["title"]
+_UA_LIMIT = TEXT_LIMITS["user_agent"]
+_LOCALE_LIMIT = TEXT_LIMITS["locale"]
 # Longest accepted ISO-8601 string; bounds the work fromisoformat does on hostile input.
 _MAX_TIMESTAMP_CHARS = 64
 
@@ -66,6 +70,11 @@ _MAX_TIMESTAMP_CHARS = 64
 # fail on them later). Bidi and zero-width characters are left to the identity normalizer.
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Parsed timestamps by their text: a batch's sentAt is shared by all of its events, and a
+# client's timestamps repeat within a flush. Bounded (cleared when full); only valid ones.
+_TIMESTAMPS: dict[str, int] = {}
+_TIMESTAMPS_CACHED = 4096
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 _ONE_MS = timedelta(milliseconds=1)
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
@@ -110,9 +119,16 @@ class AuthError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One validated Segment message, strings cleaned, ready for enrichment."""
+#: The default of the mapping fields of a :class:`Message` built by hand (read only, shared).
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Message(NamedTuple):
+    """One validated Segment message, strings cleaned, ready for enrichment.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built ~5x faster (a frozen
+    dataclass sets each of its 24 fields through ``object.__setattr__``), once per event.
+    """
 
     type: str
     event: str | None = None
@@ -124,11 +140,11 @@ class Message:
     timestamp_ms: int | None = None
     sent_at_ms: int | None = None
     write_key: str | None = None
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = _NO_FIELDS
     # The person's traits: context.traits overlaid by top-level traits (not for group, whose
     # top-level traits describe the group and are folded into properties instead).
-    traits: Mapping[str, Any] = field(default_factory=dict)
-    context_traits: Mapping[str, Any] = field(default_factory=dict)
+    traits: Mapping[str, Any] = _NO_FIELDS
+    context_traits: Mapping[str, Any] = _NO_FIELDS
     ip: str | None = None
     user_agent: str | None = None
     page_url: str | None = None
@@ -137,7 +153,7 @@ class Message:
     referrer: str | None = None
     locale: str | None = None
     library: str | None = None
-    campaign: Mapping[str, str] = field(default_factory=dict)
+    campaign: Mapping[str, str] = _NO_FIELDS
     consent: tuple[str, ...] = ()
 
 
@@ -178,14 +194,33 @@ def check_event_size(payload: Mapping[str, Any], field: str = "$") -> int:
 
 
 def parse_message(payload: Mapping[str, Any], *, type_hint: str | None = None) -> Message:
-    """Validate one Segment message (a single-event body or one batch item)."""
+    """Validate one Segment message (a single-event body or one batch item).
+
+    The checks run in a fixed order and the first failing one names the field: type, size,
+    the objects (context, properties, traits, context.traits, integrations), the event name, the
+    identifiers, timestamps, write key, consent, campaign, library, then the page and the other
+    context texts. This is the collector's hottest function (once per event): the common cases
+    take inline fast paths, the rare ones the general helpers below.
+    """
     msg_type = _message_type(payload, type_hint)
     check_event_size(payload)
-    context = _object(payload, "context", "context")
-    properties = dict(_object(payload, "properties", "properties"))
+    get = payload.get
+    context = get("context")
+    if context is None:
+        context = _EMPTY
+    elif type(context) is not dict:
+        context = _object(payload, "context", "context")
+    properties = get("properties")
+    if properties is None:
+        properties = {}
+    elif type(properties) is dict:
+        properties = dict(properties)
+    else:
+        properties = dict(_object(payload, "properties", "properties"))
     top_traits = _object(payload, "traits", "traits")
     context_traits = _object(context, "traits", "context.traits")
-    _object(payload, "integrations", "integrations")  # accepted for SDK compatibility, unused
+    if get("integrations") is not None:
+        _object(payload, "integrations", "integrations")  # accepted for SDKs, unused
 
     if msg_type == "group":
         # Group traits describe the account, not the person: keep them out of person traits.
@@ -194,34 +229,87 @@ def parse_message(payload: Mapping[str, Any], *, type_hint: str | None = None) -
     else:
         traits = {**context_traits, **top_traits} if top_traits else context_traits
 
-    message = Message(
-        type=msg_type,
-        event=_event_name(payload, msg_type),
-        user_id=_identifier(payload, "userId"),
-        anonymous_id=_identifier(payload, "anonymousId"),
-        previous_id=_identifier(payload, "previousId"),
-        group_id=_identifier(payload, "groupId"),
-        message_id=_identifier(payload, "messageId"),
-        timestamp_ms=_timestamp(payload, "timestamp")
-        if payload.get("timestamp") is not None
-        else _timestamp(payload, "originalTimestamp"),
-        sent_at_ms=_timestamp(payload, "sentAt"),
-        write_key=_write_key(payload),
-        properties=properties,
-        traits=traits,
-        context_traits=context_traits,
-        consent=parse_consent(context.get("consent")),
-        campaign=_campaign(context),
-        library=_library(context),
-        **_context_text(context, properties if msg_type == "page" else {}),
+    event = _event_name(payload, msg_type)
+    user_id = _identifier(payload, "userId")
+    anonymous_id = _identifier(payload, "anonymousId")
+    previous_id = _identifier(payload, "previousId") if get("previousId") is not None else None
+    group_id = _identifier(payload, "groupId") if get("groupId") is not None else None
+    message_id = _identifier(payload, "messageId")
+    if get("timestamp") is not None:
+        timestamp_ms = _timestamp(payload, "timestamp")
+    else:
+        timestamp_ms = _timestamp(payload, "originalTimestamp")
+    sent_at_ms = _timestamp(payload, "sentAt")
+    write_key = _write_key(payload)
+    consent = parse_consent(context.get("consent")) if context else ()
+    campaign = _campaign(context) if "campaign" in context else {}
+    library = _library(context) if "library" in context else None
+    page = context.get("page")
+    if page is None:
+        page = _EMPTY
+    elif type(page) is not dict:
+        page = _object(context, "page", "context.page")
+    url_limit = _URL_LIMIT
+    ip = _text(context, "ip", "context.ip", 64)
+    user_agent = _text(context, "userAgent", "context.userAgent", _UA_LIMIT)
+    locale = _text(context, "locale", "context.locale", _LOCALE_LIMIT)
+    page_url = _text(page, "url", "context.page.url", url_limit)
+    page_path = _text(page, "path", "context.page.path", url_limit)
+    page_title = _text(page, "title", "context.page.title", _TITLE_LIMIT)
+    referrer = _text(page, "referrer", "context.page.referrer", url_limit)
+    if msg_type == "page" and properties:
+        # analytics.js repeats the page fields in a page call's properties; other SDKs send
+        # them only there. Properties are free-form: a non-string there is ignored, no error.
+        if page_url is None:
+            page_url = _optional_text(properties.get("url"), url_limit)
+        if page_path is None:
+            page_path = _optional_text(properties.get("path"), url_limit)
+        if page_title is None:
+            page_title = _optional_text(properties.get("title"), _TITLE_LIMIT)
+        if referrer is None:
+            referrer = _optional_text(properties.get("referrer"), url_limit)
+
+    if (user_id is None and anonymous_id is None) or msg_type in ("alias", "group"):
+        _check_required(
+            msg_type, user_id, anonymous_id, previous_id, group_id, traits, context_traits
+        )
+    return Message(
+        msg_type,
+        event,
+        user_id,
+        anonymous_id,
+        previous_id,
+        group_id,
+        message_id,
+        timestamp_ms,
+        sent_at_ms,
+        write_key,
+        properties,
+        traits,
+        context_traits,
+        ip,
+        user_agent,
+        page_url,
+        page_path,
+        page_title,
+        referrer,
+        locale,
+        library,
+        campaign,
+        consent,
     )
-    _check_required(message)
-    return message
 
 
 def clean_text(value: str, limit: int) -> str | None:
     """Control characters to spaces, trimmed, truncated to ``limit`` characters; None if empty."""
-    text = _CONTROL_CHARS.sub(" ", value).strip()[:limit].strip()
+    # isprintable() is false for every character _CONTROL_CHARS matches (categories Cc, Cs):
+    # when it holds, the substitution has nothing to do (the usual case, and 5x cheaper).
+    if value.isprintable():
+        text = value.strip()
+        if len(text) > limit:
+            text = text[:limit].strip()
+    else:
+        text = _CONTROL_CHARS.sub(" ", value).strip()[:limit].strip()
     return text or None
 
 
@@ -301,7 +389,15 @@ def _object(container: Mapping[str, Any], key: str, path: str) -> Mapping[str, A
 
 def _identifier(payload: Mapping[str, Any], key: str) -> str | None:
     value = payload.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None:
+        return None
+    if type(value) is str:  # the usual case, checked without the general path below
+        text = value.strip()
+        if not text:
+            return None
+        if len(text) <= MAX_ID_CHARS and text.isprintable():
+            return text
+    elif isinstance(value, str) and not value.strip():
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -338,14 +434,23 @@ def _timestamp(payload: Mapping[str, Any], key: str) -> int | None:
     value = payload.get(key)
     if value is None:
         return None
+    if type(value) is str:
+        cached = _TIMESTAMPS.get(value)
+        if cached is not None:
+            return cached
     if not isinstance(value, str) or len(value) > _MAX_TIMESTAMP_CHARS:
         raise PayloadError(key, "must be an ISO-8601 date-time string, e.g. 2024-05-01T12:00:00Z")
     try:
-        return to_epoch_ms(datetime.fromisoformat(value))
+        millis = to_epoch_ms(datetime.fromisoformat(value))
     except (ValueError, OverflowError) as exc:
         raise PayloadError(
             key, f"{_excerpt(value)!r} is not an ISO-8601 date-time ({exc})"
         ) from exc
+    if type(value) is str:
+        if len(_TIMESTAMPS) >= _TIMESTAMPS_CACHED:
+            _TIMESTAMPS.clear()
+        _TIMESTAMPS[value] = millis
+    return millis
 
 
 def _write_key(payload: Mapping[str, Any]) -> str | None:
@@ -361,37 +466,16 @@ def _text(container: Mapping[str, Any], key: str, path: str, limit: int) -> str 
     value = container.get(key)
     if value is None:
         return None
-    if not isinstance(value, str):
+    if type(value) is not str and not isinstance(value, str):
         raise PayloadError(path, f"must be a string, got {_json_type(value)}")
+    if len(value) <= limit and value.isprintable():  # clean_text's fast path, inlined
+        return value.strip() or None
     return clean_text(value, limit)
 
 
-def _context_text(
-    context: Mapping[str, Any], page_properties: Mapping[str, Any]
-) -> dict[str, str | None]:
-    page = _object(context, "page", "context.page")
-    url, title = TEXT_LIMITS["url"], TEXT_LIMITS["title"]
-    fields = {
-        "ip": _text(context, "ip", "context.ip", 64),
-        "user_agent": _text(context, "userAgent", "context.userAgent", TEXT_LIMITS["user_agent"]),
-        "locale": _text(context, "locale", "context.locale", TEXT_LIMITS["locale"]),
-        "page_url": _text(page, "url", "context.page.url", url),
-        "page_path": _text(page, "path", "context.page.path", url),
-        "page_title": _text(page, "title", "context.page.title", title),
-        "referrer": _text(page, "referrer", "context.page.referrer", url),
-    }
-    # analytics.js repeats the page fields in a page call's properties; other SDKs send them only
-    # there. Properties are free-form, so a non-string there is ignored rather than an error.
-    for target, key, limit in (
-        ("page_url", "url", url),
-        ("page_path", "path", url),
-        ("page_title", "title", title),
-        ("referrer", "referrer", url),
-    ):
-        candidate = page_properties.get(key)
-        if fields[target] is None and isinstance(candidate, str):
-            fields[target] = clean_text(candidate, limit)
-    return fields
+def _optional_text(value: Any, limit: int) -> str | None:
+    """A free-form value used as text when it is a string (no error otherwise)."""
+    return clean_text(value, limit) if isinstance(value, str) else None
 
 
 def _library(context: Mapping[str, Any]) -> str | None:
@@ -420,18 +504,26 @@ def _consent_name(value: Any, path: str) -> str:
     return (clean_text(value, TEXT_LIMITS["consent"]) or "").lower()
 
 
-def _check_required(message: Message) -> None:
-    if message.type == "alias":
-        if message.user_id is None:
+def _check_required(
+    msg_type: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    previous_id: str | None,
+    group_id: str | None,
+    traits: Mapping[str, Any],
+    context_traits: Mapping[str, Any],
+) -> None:
+    if msg_type == "alias":
+        if user_id is None:
             raise PayloadError("userId", "is required for alias")
-        if message.previous_id is None:
+        if previous_id is None:
             raise PayloadError("previousId", "is required for alias")
         return
-    if message.type == "group" and message.group_id is None:
+    if msg_type == "group" and group_id is None:
         raise PayloadError("groupId", "is required for group")
-    if message.user_id is None and message.anonymous_id is None:
-        # message.traits, not the payload's: a group's traits.email is the account's address.
-        email = message.traits.get("email") or message.context_traits.get("email")
+    if user_id is None and anonymous_id is None:
+        # The person's traits, not the payload's: a group's traits.email is the account's.
+        email = traits.get("email") or context_traits.get("email")
         if not (isinstance(email, str) and email.strip()):
             raise PayloadError("userId", "userId or anonymousId is required")
 

@@ -69,6 +69,11 @@ class UserAgentParser:
         self._crawlers = CrawlerDetect()
         self.parse: Callable[[str], UserAgentInfo] = lru_cache(maxsize=cache_size)(self._parse)
 
+    def warm_up(self) -> None:
+        """Build ua_parser's matchers and crawlerdetect's regex now (~0.5 s, once per process)
+        rather than in the first request, which would wait for it."""
+        self._parse("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0")
+
     def _parse(self, user_agent: str) -> UserAgentInfo:
         result = ua_parser.parse(user_agent)
         browser = result.user_agent.family if result.user_agent else None
