@@ -396,3 +396,12 @@ def test_a_changed_resolved_layout_is_not_framed_by_hand() -> None:
 def test_encode_string_is_avros_string() -> None:
     assert encode_string("") == b"\x00"
     assert encode_string("é" * 40) == encode_long(80) + "é".encode() * 40
+
+
+def test_bytes_like_input_reads_as_bytes() -> None:
+    data = avro.encode_resolved(
+        {"events": [], "folds": [{"loser": "a", "survivor": "b", "state": b"\x01"}]}
+    )
+    for view in (bytearray(data), memoryview(data)):
+        decoded = decode_resolved_fast(view)  # type: ignore[arg-type]
+        assert _same_types(decoded, avro.decode_resolved(data))
