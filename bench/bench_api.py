@@ -1,15 +1,19 @@
 """Profile API lookup latency with many stored profiles (issue 5: p99 <= 20 ms at 1,000,000).
 
-``python -m bench.bench_api [n_profiles ...] [--requests N] [--background-refresh]`` fills a
-fresh embedded ClickHouse (chDB, in a temporary folder) with ``n_profiles`` synthetic profiles,
-their identities (email, user id, anonymous id), a merge for every 20th customer and five events
-each, refreshes the scores, then times lookups through the real aiohttp application over HTTP
-(the same ``build_api`` the worker serves): by email, by customer id, by a merged (loser) id and the
-timeline. Prints p50 / p99 (and CPU per request: client, server and engine share the process)
-per kind; :func:`run` returns them (from a child process, see there).
+``python -m bench.bench_api [n_profiles ...] [--requests N] [--kinds by_email,by_id]
+[--background-refresh]`` fills a fresh embedded ClickHouse (chDB, in a temporary folder) with
+``n_profiles`` synthetic profiles, their identities (email, user id, anonymous id), a merge for
+every 20th customer and five events each, refreshes the scores, then times lookups through the
+real aiohttp application over HTTP (the same ``build_api`` the worker serves): by email, by
+customer id, by a merged (loser) id and the timeline. Prints p50 / p99 (and CPU per request:
+client, server and engine share the process) per kind, and the storage of the tables the
+lookups read (MergeTree bytes from ``system.parts``, EmbeddedRocksDB bytes from their files);
+:func:`run` returns them (from a child process, see there).
 
 The data is generated inside ClickHouse (``INSERT … SELECT … FROM numbers(n)``) so a million
-profiles load in seconds rather than minutes of Python row building.
+profiles load in a minute or two (most of it the lookup tables' views) rather than in an hour
+of Python row building. The kinds are timed interleaved (one request of each in turn), so a
+burst of load from elsewhere on the machine hits all of them alike.
 """
 
 from __future__ import annotations
@@ -150,7 +154,44 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-async def _measure(client: Client, db: str, n: int, requests: int) -> dict[str, dict[str, float]]:
+KINDS = ("by_email", "by_id", "by_merged_id", "timeline")
+#: Tables whose size the bench reports: the lookups' sources and their key-value copies (0007).
+STORAGE_TABLES = (
+    "profiles", "identities", "customer_merges", "customer_scores", "profile_documents",
+    "profile_lookup", "identity_lookup", "merge_lookup", "score_lookup",
+)  # fmt: skip
+
+
+def _storage(client: Client, db: str) -> dict[str, int]:
+    """Bytes on disk per table: active parts for MergeTree, the data folder for the others
+    (EmbeddedRocksDB; chDB runs in this process, so its folders are local)."""
+    rows = client.query(
+        "SELECT name, engine, data_paths, total_bytes FROM system.tables "
+        "WHERE database = {db:String} AND name IN {names:Array(String)}",
+        parameters={"db": db, "names": list(STORAGE_TABLES)},
+    ).result_rows
+    parts = dict(
+        client.query(
+            "SELECT table, sum(bytes_on_disk) FROM system.parts "
+            "WHERE database = {db:String} AND active GROUP BY table",
+            parameters={"db": db},
+        ).result_rows
+    )
+    sizes: dict[str, int] = {}
+    for name, engine, paths, total_bytes in rows:
+        if "MergeTree" in str(engine):
+            sizes[str(name)] = int(parts.get(name, 0))
+            continue
+        on_disk = sum(
+            f.stat().st_size for path in paths for f in Path(path).rglob("*") if f.is_file()
+        )
+        sizes[str(name)] = on_disk or int(total_bytes or 0)
+    return dict(sorted(sizes.items()))
+
+
+async def _measure(
+    client: Client, db: str, n: int, requests: int, kinds: tuple[str, ...] = KINDS
+) -> dict[str, dict[str, float]]:
     settings = load_settings(clickhouse_database=db, api_token=TOKEN)
     app = build_api(
         settings, client=client, registry=CollectorRegistry(), health=lambda: {"ok": True}
@@ -159,19 +200,18 @@ async def _measure(client: Client, db: str, n: int, requests: int) -> dict[str, 
     headers = {"Authorization": f"Bearer {TOKEN}"}
     id_list = _sample(client, _CID, n, max(1, n // 2000))
     loser_list = _sample(client, _LOSER, n, MERGE_EVERY)
-    kinds: dict[str, Callable[[], str]] = {
+    paths: dict[str, Callable[[], str]] = {
         "by_email": lambda: f"/v1/profiles?email=User{rng.randrange(n)}@Example.com",
         "by_id": lambda: f"/v1/profiles/{rng.choice(id_list)}",
         "by_merged_id": lambda: f"/v1/profiles/{rng.choice(loser_list)}",
         "timeline": lambda: f"/v1/profiles/{rng.choice(id_list)}/events?limit=50",
     }
-    results: dict[str, dict[str, float]] = {}
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu_ms = dict.fromkeys(kinds, 0.0)
     async with TestClient(TestServer(app)) as http:
-        for kind, make_path in kinds.items():
-            samples: list[float] = []
-            cpu_ms = 0.0
-            for i in range(requests + 50):
-                path = make_path()
+        for i in range(requests + 50):
+            for kind in kinds:  # interleaved: load from elsewhere hits every kind alike
+                path = paths[kind]()
                 started, cpu_started = time.perf_counter(), time.process_time()
                 response = await http.get(path, headers=headers)
                 await response.read()
@@ -179,12 +219,14 @@ async def _measure(client: Client, db: str, n: int, requests: int) -> dict[str, 
                 if response.status != 200:
                     raise RuntimeError(f"{path}: HTTP {response.status}")
                 if i >= 50:  # warm-up: first queries compile and fill caches
-                    samples.append(elapsed)
-                    cpu_ms += (time.process_time() - cpu_started) * 1000
-            # CPU per request (client, server and engine: one process) does not depend on what
-            # else runs on the machine; wall-clock percentiles do.
-            results[kind] = {**_percentiles(samples), "cpu_ms": round(cpu_ms / requests, 2)}
-    return results
+                    samples[kind].append(elapsed)
+                    cpu_ms[kind] += (time.process_time() - cpu_started) * 1000
+    # CPU per request (client, server and engine: one process) depends less on what else runs
+    # on the machine than wall-clock percentiles do.
+    return {
+        kind: {**_percentiles(samples[kind]), "cpu_ms": round(cpu_ms[kind] / requests, 2)}
+        for kind in kinds
+    }
 
 
 def _data_dir() -> str:
@@ -196,7 +238,12 @@ def _data_dir() -> str:
     return _DATA_DIR
 
 
-def run(n_profiles: int, requests: int = 2000, background_refresh: bool = False) -> dict[str, Any]:
+def run(
+    n_profiles: int,
+    requests: int = 2000,
+    background_refresh: bool = False,
+    kinds: tuple[str, ...] = KINDS,
+) -> dict[str, Any]:
     """:func:`measure` in a child process, for callers that may hold another chDB path already
     (``make bench`` runs every benchmark in one process, and chDB opens one path per process)."""
     command = [
@@ -206,6 +253,8 @@ def run(n_profiles: int, requests: int = 2000, background_refresh: bool = False)
         str(n_profiles),
         "--requests",
         str(requests),
+        "--kinds",
+        ",".join(kinds),
     ]
     if background_refresh:
         command.append("--background-refresh")
@@ -218,33 +267,57 @@ def run(n_profiles: int, requests: int = 2000, background_refresh: bool = False)
     return result
 
 
+def _refresh_views(client: Client, database: str) -> list[str]:
+    """The refreshable views, in refresh order: the scores, then their lookup copy (0007)."""
+    names = {
+        str(row[0])
+        for row in client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} "
+            "AND name IN ('customer_scores_refresh', 'score_lookup_refresh')",
+            parameters={"db": database},
+        ).result_rows
+    }
+    return [
+        f"{database}.{name}"
+        for name in ("customer_scores_refresh", "score_lookup_refresh")
+        if name in names
+    ]
+
+
 def measure(
-    n_profiles: int, requests: int = 2000, background_refresh: bool = False
+    n_profiles: int,
+    requests: int = 2000,
+    background_refresh: bool = False,
+    kinds: tuple[str, ...] = KINDS,
 ) -> dict[str, Any]:
     """Fill a fresh chDB with ``n_profiles`` and time the API lookups; returns the figures.
 
-    The scores' refreshable view (every minute, in this process like in the local worker) is
+    The scores' refreshable views (every minute, in this process like in the local worker) are
     paused while timing unless ``background_refresh``: with it, the lookups that coincide with
     a refresh show what the refresh costs them.
     """
     database = f"{DATABASE}_{n_profiles}"
-    view = f"{database}.customer_scores_refresh"
     client = connect(f"chdb://{_data_dir()}/clickhouse")
     client.command(f"DROP DATABASE IF EXISTS {database}")
     try:
         migrate(client, database)
-        client.command(f"SYSTEM STOP VIEW {view}")
+        views = _refresh_views(client, database)
+        for view in views:
+            client.command(f"SYSTEM STOP VIEW {view}")
         started = time.perf_counter()
         _fill(client, database, n_profiles)
         fill_s = time.perf_counter() - started
         started = time.perf_counter()
-        client.command(f"SYSTEM START VIEW {view}")
-        client.command(f"SYSTEM REFRESH VIEW {view}")
-        client.command(f"SYSTEM WAIT VIEW {view}")
+        for view in views:
+            client.command(f"SYSTEM START VIEW {view}")
+            client.command(f"SYSTEM REFRESH VIEW {view}")
+            client.command(f"SYSTEM WAIT VIEW {view}")
         refresh_s = time.perf_counter() - started
         if not background_refresh:
-            client.command(f"SYSTEM STOP VIEW {view}")
-        lookups = asyncio.run(_measure(client, database, n_profiles, requests))
+            for view in views:
+                client.command(f"SYSTEM STOP VIEW {view}")
+        storage = _storage(client, database)
+        lookups = asyncio.run(_measure(client, database, n_profiles, requests, kinds))
     finally:
         client.command(f"DROP DATABASE IF EXISTS {database}")
     return {
@@ -254,6 +327,7 @@ def measure(
         "fill_s": round(fill_s, 1),
         "scores_refresh_s": round(refresh_s, 2),
         **lookups,
+        "storage_bytes": storage,
     }
 
 
@@ -268,20 +342,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per kind")
     parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated lookups to time, of {','.join(KINDS)}",
+    )
+    parser.add_argument(
         "--background-refresh",
         action="store_true",
         help="keep the every-minute scores refresh running while timing",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line per size")
     args = parser.parse_args(argv)
+    kinds = tuple(kind for kind in args.kinds.split(",") if kind)
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        parser.error(f"--kinds: choose from {','.join(KINDS)}")
     if args.json:
         for n in args.profiles:
-            print(json.dumps(measure(n, args.requests, args.background_refresh)), flush=True)
+            result = measure(n, args.requests, args.background_refresh, kinds)
+            print(json.dumps(result), flush=True)
         return
     print(f"{'profiles':>10} {'kind':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>8}")
     for n in args.profiles:
-        result = measure(n, args.requests, args.background_refresh)
-        for kind in ("by_email", "by_id", "by_merged_id", "timeline"):
+        result = measure(n, args.requests, args.background_refresh, kinds)
+        for kind in kinds:
             figures = result[kind]
             print(
                 f"{n:>10} {kind:<14} {figures['p50_ms']:>8} {figures['p99_ms']:>8}"
@@ -291,6 +375,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{n:>10} fill {result['fill_s']} s, scores refresh {result['scores_refresh_s']} s,"
             f" load average {os.getloadavg()[0]:.1f}"
         )
+        sizes = ", ".join(f"{t} {b / 1e6:.1f}" for t, b in result["storage_bytes"].items())
+        print(f"{n:>10} storage MB: {sizes}")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,35 @@
-"""The profile API's ClickHouse reads: point queries on sort keys, parameterised.
+"""The profile API's ClickHouse reads: one query per lookup, parameterised.
 
 Every value from a request travels as a server-side ``{name:Type}`` parameter; the only text
 formatted into the SQL is the database name from our own settings, checked against a strict
-pattern once. Each query is shaped for its table's sort key, so one lookup reads a granule or two
-whatever the number of customers:
+pattern once.
 
-* ``identities`` ORDER BY (id_type, id_value): the newest owner is ``argMax(customer_id, version)``
-  over the few rows of one identifier (cheaper than FINAL, which would merge at read time).
-* ``customer_merges`` ORDER BY (loser, survivor): one hop per query, followed for chains.
-* ``profile_documents`` ORDER BY customer_id (0006: each ``profiles`` row as one JSON column,
-  because reading ~60 columns of ``profiles`` costs five times more): the newest version is
-  ``ORDER BY version DESC LIMIT 1`` over the rows of one customer; an ``is_deleted`` newest
-  version means erased or merged away.
-* ``events`` ORDER BY (customer_id, timestamp, event_id): the customer ids are the key prefix;
-  ``LIMIT 1 BY event_id`` drops copies of a re-inserted batch.
+A profile lookup reads the key-value tables of 0007 (EmbeddedRocksDB, kept by materialized views
+from ``identities``, ``customer_merges``, ``profiles`` and ``customer_scores``) in one query of
+chained LEFT JOINs on their keys. ClickHouse runs a join on a key-value table's key as a direct
+join (a RocksDB multi-get for the rows on the left, no hash table of the right side), so the
+query reads one key per table:
 
-Query analysis and a MergeTree read cost a few milliseconds each on chDB, so the profile read
-also brings, as scalar subqueries, the customer's ``customer_scores.doc`` (0005) and the first
-merge hop of the id asked for: a lookup of a live customer is one query, two by identifier.
-Point queries run with ``max_threads = 1``: one granule gains nothing from parallel reading and
-saves the thread hand-offs (measured ~10 % less CPU).
+1. the start: the customer id asked for, or ``identity_lookup['<type>:<value>']``;
+2. one merge hop: ``merge_lookup[start]``'s survivor if the start was merged away, else the start
+   (the target);
+3. ``profile_lookup[target]`` (the newest profile row as a JSON array, its version and deletion
+   flag), ``score_lookup[target]`` (``customer_scores.doc``) and ``merge_lookup[target]`` (set
+   only when the target was merged away too: a chain, followed by querying again from there).
+
+Why not MergeTree point reads: each costs chDB a few milliseconds of CPU (analysis, parts,
+marks, one granule per part) and the lookup needs four; a scalar subquery per table costs about
+as much as a query of its own, and a join on a MergeTree table would hash the whole table. The
+key-value query does the same work for ~2.5x less CPU at 1M profiles (bench/bench_api.py).
+``join_algorithm = 'direct'`` makes a join that cannot be direct an error instead of a full scan.
+Point queries run with ``max_threads = 1``: nothing to parallelise, and no thread hand-offs.
+
+The timeline reads ``events`` ORDER BY (customer_id, timestamp, event_id): the customer ids are
+the key prefix; ``LIMIT 1 BY event_id`` drops copies of a re-inserted batch.
 
 The client is synchronous (clickhouse-connect; on chDB it runs in-process), so these calls block
-the event loop for the few milliseconds a point query takes. That is acceptable for point reads;
-chDB serialises queries on one connection anyway, so a thread pool would not add parallelism.
+the event loop for the few milliseconds a query takes. That is acceptable for point reads; chDB
+serialises queries on one connection anyway, so a thread pool would not add parallelism.
 """
 
 from __future__ import annotations
@@ -34,29 +40,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from clickhouse_connect.driver.client import Client
 
+from pipeline.api import documents
+from pipeline.api.documents import PROFILE_FIELDS
+
 log = logging.getLogger(__name__)
+
+__all__ = ["EVENT_FIELDS", "MAX_MERGE_HOPS", "PROFILE_FIELDS", "ProfileQueries", "StoredProfile"]
 
 #: Merge chains are one or two hops in practice; the bound only stops a corrupt cycle.
 MAX_MERGE_HOPS: Final = 16
 _DB_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-#: profiles columns rendered into ``profile_documents.doc`` (0006 lists the same, in this order).
-PROFILE_FIELDS: Final = (
-    "customer_id", "identities", "traits", "traits_updated_at", "events", "page_views",
-    "screen_views", "sessions", "time_on_site_s", "first_seen", "last_seen", "cart_adds",
-    "checkouts", "product_views", "orders", "currency", "revenue", "gross_revenue",
-    "refunded_amount", "refunds", "avg_order_value", "first_order_at", "last_order_at",
-    "products_bought", "categories_bought", "devices", "browsers", "os",
-    "first_touch_channel", "first_touch_source", "first_touch_medium", "first_touch_campaign",
-    "first_touch_referrer", "first_touch_at", "last_touch_channel", "last_touch_source",
-    "last_touch_medium", "last_touch_campaign", "last_touch_referrer", "last_touch_at",
-    "email_opens", "email_clicks", "form_submits", "reviews", "app_opens", "nps_promoters",
-    "nps_passives", "nps_detractors", "nps_last_score", "nps_last_at", "subscriptions",
-    "consent", "consent_updated_at", "last_pages", "bot_events", "merged_from", "is_deleted",
-)  # fmt: skip
 
 EVENT_FIELDS: Final = (
     "event_id", "customer_id", "type", "event", "timestamp", "received_at", "source",
@@ -65,41 +60,25 @@ EVENT_FIELDS: Final = (
     "is_bot", "consent",
 )  # fmt: skip
 
-_IDENTIFIER_OWNER = """
-SELECT argMax(customer_id, version) AS customer_id
-FROM {db}.identities
-WHERE id_type = {{id_type:String}} AND id_value = {{id_value:String}}
-SETTINGS max_threads = 1
+# {start} is the one-column subquery naming the customer to start from (id or identifier).
+# LEFT JOINs without a match give the column defaults: '' and 0.
+_LOOKUP = """
+SELECT t.start, t.target, p.doc, p.is_deleted, s.doc, m.survivor
+FROM
+(
+    SELECT origin.customer_id AS start, if(hop.survivor = '', start, hop.survivor) AS target
+    FROM ({start}) AS origin
+    LEFT JOIN {db}.merge_lookup AS hop ON hop.loser = origin.customer_id
+) AS t
+LEFT JOIN {db}.profile_lookup AS p ON p.customer_id = t.target
+LEFT JOIN {db}.score_lookup AS s ON s.customer_id = t.target
+LEFT JOIN {db}.merge_lookup AS m ON m.loser = t.target
+SETTINGS max_threads = 1, join_algorithm = 'direct', join_use_nulls = 0
 """
-
-# argMax by merged_at: a loser has one survivor; should a replay ever write two, the latest wins.
-_SURVIVOR = """
-SELECT argMax(survivor, merged_at) AS survivor
-FROM {db}.customer_merges
-WHERE loser = {{customer_id:String}}
-SETTINGS max_threads = 1
-"""
-
-# Qualified names in the subqueries: an unqualified `doc` would resolve to the outer table's.
-_PROFILE = """
-SELECT
-    p.doc,
-    p.is_deleted,
-    (
-        SELECT any(s.doc)
-        FROM {db}.customer_scores AS s
-        WHERE s.customer_id = {{customer_id:String}}
-    ) AS scores_doc,
-    (
-        SELECT argMax(m.survivor, m.merged_at)
-        FROM {db}.customer_merges AS m
-        WHERE m.loser = {{customer_id:String}}
-    ) AS merged_into
-FROM {db}.profile_documents AS p
-WHERE p.customer_id = {{customer_id:String}}
-ORDER BY p.version DESC
-LIMIT 1
-SETTINGS max_threads = 1
+_START_BY_ID = "SELECT {customer_id:String} AS customer_id"
+_START_BY_IDENTIFIER = """
+SELECT customer_id FROM {db}.identity_lookup
+WHERE key = concat({{id_type:String}}, ':', {{id_value:String}})
 """
 
 # Newest first; ties on the timestamp by event id so pages are stable.
@@ -117,15 +96,24 @@ LIMIT {{limit:UInt32}}
 class StoredProfile:
     """The newest stored version of one customer's profile."""
 
-    doc: str  # profile_documents.doc
+    doc: str  # profile_lookup.doc: the profiles row as a JSON array in PROFILE_FIELDS order
     deleted: bool  # erased, or the tombstone of a customer merged away
     scores_doc: str  # customer_scores.doc; "" before the first refresh after it appeared
     merged_into: str  # the direct survivor when this customer was merged away, else ""
 
     @property
     def merged_from(self) -> list[str]:
-        ids = orjson.loads(self.doc).get("merged_from") or []
-        return [str(loser) for loser in ids]
+        return [str(loser) for loser in documents.profile_row(self.doc).get("merged_from") or []]
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One lookup query's answer: where it started, the customer after one merge hop, and that
+    customer's stored profile (doc "" when it has no row)."""
+
+    start: str
+    target: str
+    profile: StoredProfile
 
 
 class ProfileQueries:
@@ -135,59 +123,58 @@ class ProfileQueries:
         if not _DB_NAME.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self._client = client
-        self._identifier_owner = _IDENTIFIER_OWNER.format(db=database)
-        self._survivor = _SURVIVOR.format(db=database)
-        self._profile = _PROFILE.format(db=database)
+        self._by_id = _LOOKUP.format(db=database, start=_START_BY_ID)
+        self._by_identifier = _LOOKUP.format(
+            db=database, start=_START_BY_IDENTIFIER.format(db=database).strip()
+        )
         self._timeline = _TIMELINE.format(db=database, fields=", ".join(EVENT_FIELDS))
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return self._client.query(sql, parameters=parameters).result_rows
 
-    def identifier_owner(self, id_type: str, id_value: str) -> str | None:
-        """The customer an (already normalized) identifier belongs to, as last written."""
-        rows = self._rows(self._identifier_owner, {"id_type": id_type, "id_value": id_value})
-        owner = str(rows[0][0]) if rows else ""
-        return owner or None  # argMax over no rows is the empty string
-
-    def survivor(self, customer_id: str) -> str:
-        """Follow loser → survivor records to the customer ``customer_id`` denotes now."""
-        current = customer_id
-        seen = {current}
-        for _ in range(MAX_MERGE_HOPS):
-            rows = self._rows(self._survivor, {"customer_id": current})
-            target = str(rows[0][0]) if rows else ""
-            if not target:
-                return current
-            if target in seen:
-                log.warning("merge cycle through %s; answering %s", customer_id, current)
-                return current
-            seen.add(target)
-            current = target
-        log.warning("merge chain from %s longer than %d hops", customer_id, MAX_MERGE_HOPS)
-        return current
-
-    def stored(self, customer_id: str) -> StoredProfile | None:
-        """The newest profile row of exactly ``customer_id`` (no merge following)."""
-        rows = self._rows(self._profile, {"customer_id": customer_id})
+    def _step(self, sql: str, parameters: dict[str, Any]) -> _Step | None:
+        rows = self._rows(sql, parameters)
         if not rows:
-            return None
-        doc, is_deleted, scores_doc, merged_into = rows[0]
-        return StoredProfile(str(doc), bool(is_deleted), str(scores_doc), str(merged_into))
+            return None  # an identifier nobody has
+        start, target, doc, is_deleted, scores_doc, merged_into = rows[0]
+        stored = StoredProfile(str(doc), bool(is_deleted), str(scores_doc), str(merged_into))
+        return _Step(str(start), str(target), stored)
 
     def find(self, customer_id: str) -> tuple[str, StoredProfile] | None:
         """The live profile ``customer_id`` denotes now, as (survivor id, profile); None when
-        unknown or erased. A live customer costs one query; a merged one three."""
-        stored = self.stored(customer_id)
-        if stored is not None and not stored.merged_into:
-            return None if stored.deleted else (customer_id, stored)
-        # Merged away, or no row at all (it may have merged before its row was written).
-        survivor = self.survivor(stored.merged_into if stored is not None else customer_id)
-        if survivor == customer_id:
-            return None
-        stored = self.stored(survivor)
-        if stored is None or stored.deleted:
-            return None
-        return survivor, stored
+        unknown or erased. One query, and one more per two further hops of a merge chain."""
+        step = self._step(self._by_id, {"customer_id": customer_id})
+        assert step is not None  # a start by id always gives a row
+        return self._resolve(step)
+
+    def find_by_identifier(
+        self, id_type: str, id_value: str
+    ) -> tuple[str | None, tuple[str, StoredProfile] | None]:
+        """(the customer an already normalized identifier names, as last written; the live
+        profile that customer denotes now). (None, None) when no customer has the identifier."""
+        step = self._step(self._by_identifier, {"id_type": id_type, "id_value": id_value})
+        if step is None:
+            return None, None
+        return step.start, self._resolve(step)
+
+    def _resolve(self, step: _Step) -> tuple[str, StoredProfile] | None:
+        """Follow merge records from a lookup's target to the customer that is still its own."""
+        seen = {step.start, step.target}
+        for _ in range(MAX_MERGE_HOPS):
+            stored = step.profile
+            if not stored.merged_into:
+                if not stored.doc or stored.deleted:
+                    return None  # no row (unknown), erased, or a merged id's survivor not written
+                return step.target, stored
+            if stored.merged_into in seen:
+                log.warning("merge cycle through %s; answering %s", step.start, step.target)
+                return None if not stored.doc or stored.deleted else (step.target, stored)
+            next_step = self._step(self._by_id, {"customer_id": stored.merged_into})
+            assert next_step is not None
+            seen.update((next_step.start, next_step.target))
+            step = next_step
+        log.warning("merge chain from %s longer than %d hops", step.start, MAX_MERGE_HOPS)
+        return None
 
     def timeline(self, customer_ids: Sequence[str], limit: int) -> list[dict[str, Any]]:
         rows = self._rows(self._timeline, {"customer_ids": list(customer_ids), "limit": limit})

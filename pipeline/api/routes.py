@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.api import documents, params, render
-from pipeline.api.queries import ProfileQueries
+from pipeline.api.queries import ProfileQueries, StoredProfile
 from pipeline.identity.config import IdentityConfig
 
 
@@ -42,13 +42,15 @@ class ProfileRoutes:
 
     async def by_identifier(self, request: web.Request) -> web.Response:
         id_type, value = params.identifier(request.query.items(), self._config)
-        owner = self._queries.identifier_owner(id_type, value)
+        owner, found = self._queries.find_by_identifier(id_type, value)
         if owner is None:
             return not_found("no customer has this identifier", id_type=id_type)
-        return self._profile(owner, requested=owner)
+        return self._render(found, requested=owner)
 
     def _profile(self, customer_id: str, *, requested: str) -> web.Response:
-        found = self._queries.find(customer_id)
+        return self._render(self._queries.find(customer_id), requested=requested)
+
+    def _render(self, found: tuple[str, StoredProfile] | None, *, requested: str) -> web.Response:
         if found is None:
             return not_found("unknown customer", customer_id=requested)
         survivor, stored = found

@@ -20,7 +20,8 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def setup_schema(client: Client, database: str) -> None:
-    """Every migration: the tables of 0001-0003 and the views and documents of 0004-0006."""
+    """Every migration: the tables of 0001-0003, the views and documents of 0004-0006 and the
+    API's lookup tables of 0007-0008."""
     migrate(client, database)
 
 
@@ -126,6 +127,9 @@ def insert_events(client: Client, database: str, rows: list[tuple[Any, ...]]) ->
 
 
 def refresh_scores(client: Client, database: str) -> None:
-    """Run the scores' refreshable view now and wait for it (instead of waiting a minute)."""
-    client.command(f"SYSTEM REFRESH VIEW {database}.customer_scores_refresh")
-    client.command(f"SYSTEM WAIT VIEW {database}.customer_scores_refresh")
+    """Run the scores' refreshable views now and wait for them (instead of waiting a minute):
+    the scores, then their copy in the API's lookup table (0007), which a manual refresh of
+    the first does not start."""
+    for view in ("customer_scores_refresh", "score_lookup_refresh"):
+        client.command(f"SYSTEM REFRESH VIEW {database}.{view}")
+        client.command(f"SYSTEM WAIT VIEW {database}.{view}")

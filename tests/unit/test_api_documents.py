@@ -134,13 +134,24 @@ def test_a_corrupt_profile_document_is_an_error(text: str) -> None:
 
 
 def _format_row_fields(sql: str) -> list[list[str]]:
-    calls = re.findall(r"formatRowNoNewline\('JSONEachRow',(.*?)\) AS doc", sql, re.S)
+    calls = re.findall(r"formatRowNoNewline\('JSONCompactEachRow',(.*?)\),", sql, re.S)
     return [[name.strip() for name in call.split(",")] for call in calls]
 
 
 def test_the_migration_renders_exactly_the_fields_the_api_reads() -> None:
-    sql = (MIGRATIONS_DIR / "0006_profile_documents.sql").read_text()
+    sql = (MIGRATIONS_DIR / "0007_lookup_tables.sql").read_text()
     calls = _format_row_fields(sql)
     assert len(calls) == 2  # the view and the backfill
     for fields in calls:
         assert fields == list(PROFILE_FIELDS)
+
+
+def test_a_compact_document_reads_like_the_object() -> None:
+    """0007 stores the values only (JSONCompactEachRow), in PROFILE_FIELDS order."""
+    compact = [DOC.get(name) for name in PROFILE_FIELDS]
+    full = {name: DOC.get(name) for name in PROFILE_FIELDS}
+    as_array = documents.profile_row(orjson.dumps(compact).decode())
+    assert as_array == documents.profile_row(orjson.dumps(full).decode())
+    assert as_array["customer_id"] == "c1" and as_array["merged_from"] == ["c0"]
+    with pytest.raises(DocumentError, match="values"):
+        documents.profile_row(orjson.dumps(compact[:-1]).decode())
