@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(8, ge=1, description="Partitions of the per-customer topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+    worker_batch_messages: int = Field(
+        64,
+        ge=1,
+        description="Input messages a stream processor takes at once (one output message per "
+        "partition and one table write per key per group).",
+    )
+    worker_batch_within_ms: int = Field(
+        50,
+        ge=1,
+        description="Longest wait for a group of input messages to fill up (latency bound).",
+    )
     table_cache_entries: int = Field(
         100_000,
         ge=1,

@@ -3,8 +3,9 @@
 Reads ``cdp.events.raw`` (one partition: identity is a single writer, see the README), keeps the
 identity graph in two changelog-backed faust tables, and writes
 
-* ``cdp.events.resolved``: one ``ResolvedBatch`` per customer partition per input message,
-* ``cdp.identity.changes``: identifiers, merges and refused links (JSON list per message),
+* ``cdp.events.resolved``: one ``ResolvedBatch`` per customer partition per group of input
+  messages (see the agent),
+* ``cdp.identity.changes``: identifiers, merges and refused links (JSON list per group),
 * ``cdp.events.invalid``: events no identifier could be resolved for, with the reason.
 
 Delivery is at-least-once: faust flushes the producer (outputs and table changelogs) before it
@@ -17,23 +18,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
-from typing import Any, cast
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 
 import faust
 import orjson
+from faust.types import EventT
 
 from pipeline import avro, avro_reader
 from pipeline import settings as s
 from pipeline.identity.engine import IdentityEngine
-from pipeline.identity.stage import resolve_batch
+from pipeline.identity.stage import StageOutput, resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.buffered import BufferedTable
-from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
+from pipeline.worker.txsend import DeadLetters, SourceTransactionSender, as_current_event
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
+MAX_RESOLVED_BYTES: Final = 512 * 1024
+"""Events per resolved message are cut below this (Kafka's default max message is 1 MB)."""
 
 
 def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetrics) -> Any:
@@ -75,56 +80,85 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     messages_counter = metrics.messages_processed.labels(AGENT)
 
     tx = SourceTransactionSender(app)
+    group_messages = settings.worker_batch_messages
+    group_within_s = settings.worker_batch_within_ms / 1000
     invalid_topic = invalid.get_topic_name()
     resolved_topic = resolved.get_topic_name()
     changes_topic = changes.get_topic_name()
 
     dead_letter = DeadLetters(tx, invalid_topic, metrics, AGENT).send
 
-    @app.agent(raw, name=AGENT)
-    async def identity(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            started = time.perf_counter()
-            message = event.message
+    def resolve_group(group: Sequence[EventT[bytes]]) -> GroupOutput:
+        """Resolve every message of ``group`` in order; nothing is sent or written to Kafka."""
+        out = GroupOutput()
+        for event in group:
             raw = event.value
             try:
                 batch, spans = avro_reader.decode_batch_spans(raw)
             except avro.SerializationError as exc:
-                metrics.processing_errors.labels(AGENT).inc()
-                await dead_letter(event, event.value, f"undecodable raw message: {exc}")
+                out.dead.append((raw, f"undecodable raw message: {exc}"))
+                out.errors += 1
                 continue
+            result = resolve_batch(
+                engine, batch, partitions, version_base=event.message.offset << 16
+            )
+            out.add(result, raw, spans)
+            out.events += len(batch)
+        return out
+
+    def resolve_one_by_one(group: Sequence[EventT[bytes]]) -> GroupOutput:
+        """After a failed group: again message by message, dead-lettering the failing ones."""
+        out = GroupOutput()
+        for event in group:
             try:
-                out = resolve_batch(engine, batch, partitions, version_base=message.offset << 16)
+                part = resolve_group([event])
                 identifiers.flush()
                 customers.flush()
-            except Exception as exc:  # a bug must not stop the agent; the batch is kept
+            except Exception as exc:  # a bug must not stop the agent; the message is kept
                 identifiers.discard()
                 customers.discard()
-                log.exception("identity failed on offset %s", message.offset)
-                metrics.processing_errors.labels(AGENT).inc()
-                await dead_letter(
-                    event, event.value, f"identity error: {type(exc).__name__}: {exc}"
-                )
+                log.exception("identity failed on offset %s", event.message.offset)
+                out.errors += 1
+                out.dead.append((event.value, f"identity error: {type(exc).__name__}: {exc}"))
                 continue
-            for partition, body in out.resolved.items():
-                # Each event's own bytes from the raw message, framed with its customer: the
-                # raw batch is written with the current Event schema (decoding just read it).
-                framed = [
-                    (item["customer_id"], raw[spans[i][0] : spans[i][1]])
-                    for item, i in zip(
-                        body["events"], out.positions.get(partition, ()), strict=True
-                    )
-                ]
-                value = avro_reader.frame_resolved(framed, body["merges"], body["folds"])
-                await tx.send(event, resolved_topic, value, partition=partition)
+            out.extend(part)
+        return out
+
+    @app.agent(raw, name=AGENT)
+    async def identity(stream: faust.StreamT[bytes]) -> None:
+        # Messages are taken in groups (up to worker_batch_messages, or what arrived within
+        # worker_batch_within_ms): one resolved message per customer partition and one table
+        # write per key per *group*, so the profile processor gets fewer, larger messages.
+        # take_events acks the group's offsets only after this body returned, i.e. after every
+        # output was handed to the producer (and, under exactly-once, the transaction).
+        groups = stream.take_events(group_messages, within=group_within_s)  # type: ignore[attr-defined]
+        async for group in groups:
+            started = time.perf_counter()
+            last = group[-1]  # one source partition: any event of the group names it
+            with as_current_event(last):  # table writes go to the changelog partition of it
+                try:
+                    out = resolve_group(group)
+                    identifiers.flush()
+                    customers.flush()
+                except Exception:
+                    identifiers.discard()
+                    customers.discard()
+                    out = resolve_one_by_one(group)
+            for partition in sorted(out.frames.keys() | out.merges.keys() | out.folds.keys()):
+                frames = out.frames.get(partition, [])
+                merges, folds = out.merges.get(partition, []), out.folds.get(partition, [])
+                for value in frame_chunks(frames, merges, folds):
+                    await tx.send(last, resolved_topic, value, partition=partition)
             if out.changes:
-                await tx.send(event, changes_topic, orjson.dumps(out.changes), partition=0)
-            for bad, reason in out.unresolved:
-                await dead_letter(event, bad, reason)
-            events_counter.inc(len(batch))
-            messages_counter.inc()
-            if out.merges:
-                metrics.identity_merges.inc(out.merges)
+                await tx.send(last, changes_topic, orjson.dumps(out.changes), partition=0)
+            for bad, reason in out.dead:
+                await dead_letter(last, bad, reason)
+            if out.errors:
+                metrics.processing_errors.labels(AGENT).inc(out.errors)
+            events_counter.inc(out.events)
+            messages_counter.inc(len(group))
+            if out.merges_count:
+                metrics.identity_merges.inc(out.merges_count)
             for rule, count in out.refusals.items():
                 metrics.identity_refused.labels(rule).inc(count)
             if out.new_identifiers:
@@ -132,3 +166,78 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             seconds.observe(time.perf_counter() - started)
 
     return identity
+
+
+@dataclass
+class GroupOutput:
+    """What a group of raw messages produced, per customer partition, ready to frame."""
+
+    #: partition -> (customer_id, the event's original Avro bytes), in input order.
+    frames: dict[int, list[tuple[str, bytes]]] = field(default_factory=dict)
+    merges: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    folds: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    #: (raw message or event, reason) for cdp.events.invalid.
+    dead: list[tuple[Any, str]] = field(default_factory=list)
+    events: int = 0
+    errors: int = 0  # messages that could not be decoded or resolved
+    merges_count: int = 0
+    new_identifiers: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: StageOutput, raw: bytes, spans: Sequence[tuple[int, int]]) -> None:
+        for partition, body in result.resolved.items():
+            positions = result.positions.get(partition, ())
+            # The raw batch is written with the current Event schema (decoding just read it),
+            # so each event's own bytes can be framed with its customer, not encoded again.
+            self.frames.setdefault(partition, []).extend(
+                (item["customer_id"], raw[spans[i][0] : spans[i][1]])
+                for item, i in zip(body["events"], positions, strict=True)
+            )
+            if body["merges"]:
+                self.merges.setdefault(partition, []).extend(body["merges"])
+            if body["folds"]:
+                self.folds.setdefault(partition, []).extend(body["folds"])
+        self.changes.extend(result.changes)
+        self.dead.extend((bad, reason) for bad, reason in result.unresolved)
+        self.merges_count += result.merges
+        self.new_identifiers += result.new_identifiers
+        for rule, count in result.refusals.items():
+            self.refusals[rule] = self.refusals.get(rule, 0) + count
+
+    def extend(self, other: GroupOutput) -> None:
+        for partition, frames in other.frames.items():
+            self.frames.setdefault(partition, []).extend(frames)
+        for partition, merges in other.merges.items():
+            self.merges.setdefault(partition, []).extend(merges)
+        for partition, folds in other.folds.items():
+            self.folds.setdefault(partition, []).extend(folds)
+        self.changes.extend(other.changes)
+        self.dead.extend(other.dead)
+        self.events += other.events
+        self.errors += other.errors
+        self.merges_count += other.merges_count
+        self.new_identifiers += other.new_identifiers
+        for rule, count in other.refusals.items():
+            self.refusals[rule] = self.refusals.get(rule, 0) + count
+
+
+def frame_chunks(
+    frames: Sequence[tuple[str, bytes]],
+    merges: Sequence[dict[str, Any]],
+    folds: Sequence[dict[str, Any]],
+    max_bytes: int = MAX_RESOLVED_BYTES,
+) -> Iterator[bytes]:
+    """``ResolvedBatch`` messages for one partition, each below ``max_bytes`` of events.
+
+    Merges and folds go with the last chunk: the profile processor applies a message's events
+    before its merges, and every event of the group comes before the group's merges in order.
+    """
+    start, size = 0, 0
+    for index, (customer_id, event) in enumerate(frames):
+        item = len(customer_id) + len(event) + 2
+        if index > start and size + item > max_bytes:
+            yield avro_reader.frame_resolved(frames[start:index], (), ())
+            start, size = index, 0
+        size += item
+    yield avro_reader.frame_resolved(frames[start:], merges, folds)

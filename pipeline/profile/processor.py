@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import faust
+from faust.types import EventT
 
 from pipeline import avro, avro_reader
 from pipeline import settings as s
@@ -34,11 +36,12 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.profile.stage import (
     VERSION_INDEX_BITS,
     Record,
+    ResolvedBatch,
     encode_changes,
     process_batch,
 )
 from pipeline.worker.buffered import BufferedTable, RecentCache
-from pipeline.worker.txsend import DeadLetters, SourceTransactionSender
+from pipeline.worker.txsend import DeadLetters, SourceTransactionSender, as_current_event
 
 log = logging.getLogger(__name__)
 AGENT: Final = "profile"
@@ -84,6 +87,8 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     errors = metrics.processing_errors.labels(AGENT)
 
     tx = SourceTransactionSender(app)
+    group_messages = settings.worker_batch_messages
+    group_within_s = settings.worker_batch_within_ms / 1000
     invalid_topic = invalid.get_topic_name()
     resolved_topic = resolved.get_topic_name()
     changes_topic = changes.get_topic_name()
@@ -94,18 +99,18 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         errors.inc()
         await dead_letters.send(source, raw_value, reason)
 
-    @app.agent(resolved, name=AGENT)
-    async def profiles(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            started = time.perf_counter()
+    def apply_partition(group: Sequence[EventT[bytes]]) -> PartitionOutput:
+        """Apply one partition's messages of a group, in offset order; buffer the writes."""
+        out = PartitionOutput()
+        for event in group:
             message = event.message
             try:
                 batch = avro_reader.decode_resolved_fast(event.value)
             except avro.SerializationError as exc:
-                await dead_letter(event, event.value, f"undecodable resolved message: {exc}")
+                out.dead.append((event.value, f"undecodable resolved message: {exc}"))
                 continue
             try:
-                out = process_batch(
+                result = process_batch(
                     batch,
                     store,
                     message.partition,
@@ -118,25 +123,62 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 log.exception(
                     "profile failed on partition %s offset %s", message.partition, message.offset
                 )
-                await dead_letter(event, event.value, f"profile error: {type(exc).__name__}: {exc}")
+                out.dead.append((event.value, f"profile error: {type(exc).__name__}: {exc}"))
                 continue
-            store.update(out.writes)
-            store.flush()
-            for customer_id, record in out.touched.items():
+            # The next message of the group reads these through the store's write buffer.
+            store.update(result.writes)
+            for customer_id, record in result.touched.items():
                 decoded.put(customer_id, record)
-            for partition, body in out.forwards.items():
-                await tx.send(
-                    event,
-                    resolved_topic,
-                    avro.encode_resolved(body),
-                    partition=partition,
-                    headers=ORIGIN_HEADER,
-                )
-            for key, value in encode_changes(out.rows, message.partition, message.offset):
-                await tx.send(event, changes_topic, value, key=key, partition=message.partition)
-            events_counter.inc(out.events_applied)  # a forwarded event counts where applied
-            messages_counter.inc()
-            metrics.profile_updates.inc(len(out.writes))
+            for row in result.rows:  # a customer's later row (higher version) replaces its own
+                out.rows[row["customer_id"]] = row
+            out.forwards.extend(result.forwards.items())
+            out.events += result.events_applied  # a forwarded event counts where applied
+            out.updates += len(result.writes)
+        return out
+
+    @app.agent(resolved, name=AGENT)
+    async def profiles(stream: faust.StreamT[bytes]) -> None:
+        # Messages are taken in groups (see the identity agent): each stored profile is written
+        # (one changelog record) and each profile row is sent once per group, not per message.
+        # take_events acks the group only after this body returned.
+        groups = stream.take_events(group_messages, within=group_within_s)  # type: ignore[attr-defined]
+        async for group in groups:
+            started = time.perf_counter()
+            by_partition: dict[int, list[EventT[bytes]]] = {}
+            for event in group:
+                by_partition.setdefault(event.message.partition, []).append(event)
+            for partition, events in by_partition.items():
+                last = events[-1]  # the source partition's event the outputs travel with
+                with as_current_event(last):  # table writes go to this partition's changelog
+                    out = apply_partition(events)
+                    store.flush()
+                for destination, body in out.forwards:
+                    await tx.send(
+                        last,
+                        resolved_topic,
+                        avro.encode_resolved(body),
+                        partition=destination,
+                        headers=ORIGIN_HEADER,
+                    )
+                for key, value in encode_changes(out.rows.values(), partition, last.message.offset):
+                    await tx.send(last, changes_topic, value, key=key, partition=partition)
+                for raw_value, reason in out.dead:
+                    await dead_letter(last, raw_value, reason)
+                events_counter.inc(out.events)
+                messages_counter.inc(len(events))
+                metrics.profile_updates.inc(out.updates)
             seconds.observe(time.perf_counter() - started)
 
     return profiles
+
+
+@dataclass
+class PartitionOutput:
+    """What one partition's messages of a group produced."""
+
+    #: customer_id -> its latest profile row in the group.
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    forwards: list[tuple[int, ResolvedBatch]] = field(default_factory=list)
+    dead: list[tuple[bytes, str]] = field(default_factory=list)
+    events: int = 0
+    updates: int = 0

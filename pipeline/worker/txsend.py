@@ -16,6 +16,9 @@ Under at-least-once (no transactions) it is a plain send.
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
@@ -107,3 +110,21 @@ class DeadLetters:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextmanager
+def as_current_event(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` faust's current event while the body runs.
+
+    A faust table writes its changelog record to the partition of the *current* event, which
+    faust sets while an agent iterates a stream one event at a time but not in the body of
+    ``take_events``. The agents that take groups set it to an event of the partition whose keys
+    they are about to write.
+    """
+    from faust.streams import _current_event  # faust's own context variable (no public setter)
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
