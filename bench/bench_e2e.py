@@ -16,12 +16,12 @@ first chDB queries are not timed):
 
 1. **Sustained throughput.** ``--events`` simulated messages (pre-generated, so the generator
    does not compete for the CPU while sending) are sent as fast as the collector accepts them.
-   The clock runs from the first send until the stack is *drained*: the profile stage counted
-   every accepted event (``cdp_agent_events_total{agent="profile"}``) and the sink's consumer
-   group (plus every group on the raw topic) has committed up to the end of every partition it
-   reads, at two polls 0.25 s apart. The sink commits only after its ClickHouse insert
-   returned, so drained means every profile row is in ClickHouse. ``sustained_events_per_s`` =
-   accepted events / that time; ``collector_accept_events_per_s`` is the sending side alone.
+   The clock runs from the first send until the stack is *drained* (:class:`Drain`: consumer
+   offsets on the raw topic and of the sink at their ends, the profile stage's event count
+   caught up with the sink's event rows): every profile row is in ClickHouse.
+   ``sustained_events_per_s`` = accepted events / that time; ``collector_accept_events_per_s``
+   is the sending side alone; ``stage_counts`` are each stage's counters, and accepted events
+   that never reached the profile stage are reported (``accepted_not_in_profiles``).
    After the stack is stopped the criterion is checked exactly on the chDB files
    (``clickhouse_check``): ``sum(events + bot_events)`` over the latest profile versions
    (``FINAL``, merged-away customers excluded) against the distinct accepted messageIds of the
@@ -83,6 +83,7 @@ from pipeline.settings import TOPIC_RAW, Settings
 WRITE_KEY = "bench-write-key"
 API_TOKEN = "bench-api-token"  # noqa: S105 - a throwaway token of a throwaway stack
 PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
+EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
 E2E_HISTOGRAM = "cdp_e2e_latency_seconds"
 START_TIMEOUT_S = 180.0
 _WRITE_HEADERS = {
@@ -226,6 +227,9 @@ def local_stack(base: Path) -> Iterator[Stack]:
         _wait_healthy(stack.worker, START_TIMEOUT_S)
         _wait_healthy(stack.collector, START_TIMEOUT_S)
         yield stack
+    except BenchError as exc:  # the logs go with the temp dir: keep their ends in the error
+        logs = [f"--- {p.name} log:\n{_tail(p.log)}" for p in (stack.worker, stack.collector) if p]
+        raise BenchError("\n".join([str(exc), *logs])) from None
     finally:
         # Collector first, then the worker (it commits and flushes), then the broker.
         for process in (stack.collector, stack.worker):
@@ -260,13 +264,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Drain:
-    """Is the worker done with everything accepted so far? (see the module docstring)
+    """Is the worker done with everything the collector wrote so far? (module docstring)
 
-    The lag counted is the sink's group on all its topics (it reads ``read_committed`` and its
-    committed position passes the transaction markers, so it reaches the end offsets) and
-    every group on the raw topic (the collector's producer is not transactional). faust's
-    committed offsets on the transactional topics between stages stay a few records short of
-    the end offsets (the markers) even when idle, so they cannot tell "done".
+    Drained, at two polls 0.25 s apart (the first one's time counts, so an output still in the
+    profile stage's producer buffer when its counter moved cannot slip by):
+
+    * every consumer group on the raw topic has committed its end (the identity stage took
+      every event the collector wrote; its outputs commit in the same transaction);
+    * the sink's group has committed the end of all its topics (it reads ``read_committed``,
+      commits after its ClickHouse insert returned, and its position passes transaction
+      markers): every resolved event, identity change and profile row is in ClickHouse;
+    * the profile stage counted at least as many events as the sink wrote event rows: it
+      applied every event the identity stage resolved, so no profile row is still to come.
+
+    faust's own committed offsets on the transactional topics between stages were seen to stay
+    1-5 records short of the end offsets even when idle (transaction markers), so they cannot
+    tell "done"; nor can "the profile stage counted every accepted event", because events the
+    identity stage refuses (dead letters) never get there: the figures report that gap instead.
     """
 
     def __init__(self, stack: Stack) -> None:
@@ -288,39 +302,44 @@ class Drain:
         ]
         return sum(x.lag for x in lags) if lags else -1  # no partitions known yet: not done
 
-    def profile_events(self) -> float:
-        return scrape(self.stack.metrics_url).get(PROFILE_EVENTS, 0.0)
-
-    async def _done(self, accepted_total: int) -> tuple[bool, float, int]:
-        profiled = await asyncio.to_thread(self.profile_events)
-        if profiled < accepted_total:
-            return False, profiled, -1
+    async def _done(self) -> tuple[bool, str]:
+        metrics = await asyncio.to_thread(scrape, self.stack.metrics_url)
+        profiled, rows = metrics.get(PROFILE_EVENTS, 0.0), metrics.get(EVENT_ROWS, 0.0)
         lag = await asyncio.to_thread(self.lag)
-        return lag == 0, profiled, lag
+        state = f"profile stage {profiled:,.0f} events, {rows:,.0f} event rows, lag {lag}"
+        return lag == 0 and profiled >= rows, state
 
-    async def wait(self, accepted_total: int, timeout_s: float, poll_s: float = 0.25) -> float:
-        """Seconds until drained; :class:`BenchError` at the deadline or if the worker died.
-
-        "Drained" must hold at two polls in a row (the first one's time counts), so an output
-        still in the profile stage's producer buffer when the counter moved cannot slip by.
-        """
+    async def wait(self, timeout_s: float, poll_s: float = 0.25) -> float:
+        """Seconds until drained; :class:`BenchError` at the deadline or if the worker died."""
         started = time.monotonic()
         deadline = started + timeout_s
-        profiled, lag, first_done = 0.0, -1, None
+        state, first_done = "", None
         while time.monotonic() < deadline:
             worker = self.stack.worker
             if worker is not None and not worker.alive():
                 raise BenchError(f"the worker exited:\n{_tail(worker.log)}")
             now = time.monotonic()
-            done, profiled, lag = await self._done(accepted_total)
+            done, state = await self._done()
             if done and first_done is not None:
                 return first_done - started
             first_done = now if done else None
             await asyncio.sleep(poll_s)
-        raise BenchError(
-            f"not drained after {timeout_s:.0f}s: the profile stage counted {profiled:,.0f} of "
-            f"{accepted_total:,} accepted events, sink/raw consumer lag {lag}"
-        )
+        raise BenchError(f"not drained after {timeout_s:.0f}s: {state}")
+
+
+def stage_counts(stack: Stack) -> dict[str, float]:
+    """Events counted by each stage so far (collector, identity, profile, sink)."""
+    worker = scrape(stack.metrics_url)
+    collector = scrape(stack.settings.collector_url + "/metrics")
+    return {
+        "collector_accepted": sum(
+            v for k, v in collector.items() if k.startswith("cdp_events_accepted_total")
+        ),
+        "identity": worker.get('cdp_agent_events_total{agent="identity"}', 0.0),
+        "profile": worker.get(PROFILE_EVENTS, 0.0),
+        "event_rows": worker.get(EVENT_ROWS, 0.0),
+        "dead_letters": sum(v for k, v in worker.items() if k.startswith("cdp_dead_letters_total")),
+    }
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -408,6 +427,7 @@ async def sustained(
         concurrency=8,
     )
     assert stack.worker is not None
+    before = await asyncio.to_thread(stage_counts, stack)
     cpu0 = _cpu_seconds(stack.worker.proc.pid)
     started = time.monotonic()
     stats = await send_events(facts.tee(events), options)
@@ -415,10 +435,13 @@ async def sustained(
     if not stats.accepted:
         raise BenchError(f"the collector accepted nothing (last error: {stats.last_error})")
     totals.add(stats, len(facts.owner))
-    drain_s = await drain.wait(totals.accepted, timeout_s)
-    elapsed = time.monotonic() - started
+    drain_s = await drain.wait(timeout_s)
+    elapsed = sent_s + drain_s
     cpu = _cpu_seconds(stack.worker.proc.pid) - cpu0
-    return {
+    after = await asyncio.to_thread(stage_counts, stack)
+    counted = {k: after[k] - before.get(k, 0.0) for k in after}
+    missing = stats.accepted - int(counted["profile"])
+    out: dict[str, Any] = {
         "sustained_events_per_s": stats.accepted / elapsed,
         "sustained": {
             "events_sent": stats.sent,
@@ -428,9 +451,17 @@ async def sustained(
             "send_s": sent_s,
             "drain_after_send_s": drain_s,
             "total_s": elapsed,
-            "worker_cpu_cores": cpu / elapsed,
+            "worker_cpu_cores": cpu / (time.monotonic() - started),
+            "stage_counts": counted,
+            "accepted_not_in_profiles": missing,
         },
     }
+    if missing:
+        out["sustained"]["flag"] = (
+            f"{missing:,} accepted events never reached the profile stage "
+            f"(dead letters: {counted['dead_letters']:,.0f}); see stage_counts"
+        )
+    return out
 
 
 # --- identity quality (scored after the stop, on the chDB files) ---------------------------
@@ -516,6 +547,11 @@ def identity_quality(
 # --- phase 3: latency under a steady load ----------------------------------------------------
 
 
+_PROBE_CONTEXT = {
+    "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "library": {"name": "analytics.js", "version": "5.2.0"},
+}
 #: Outstanding probes polled at once, oldest first (see :class:`Probes`).
 POLL_WINDOW = 2
 POLL_INTERVAL_S = 0.1
@@ -558,6 +594,7 @@ class Probes:
             "anonymousId": f"probe-anon-{self.tag}-{n}",
             "traits": {"email": email},
             "timestamp": iso(int(time.time() * 1000)),
+            "context": _PROBE_CONTEXT,  # a browser: without a user agent it counts as a bot
         }
         body = orjson.dumps({"batch": [message]})
         try:
@@ -630,6 +667,7 @@ async def latency(
     assert stack.worker is not None
     pid = stack.worker.proc.pid
     before = await asyncio.to_thread(scrape, stack.metrics_url)
+    counts_before = await asyncio.to_thread(stage_counts, stack)
     cpu0 = _cpu_seconds(pid)
     facts = StreamFacts()
     options = SendOptions(
@@ -668,10 +706,12 @@ async def latency(
     totals.distinct += probes.sent
     totals.exact = totals.exact and not probes.failed
     try:
-        drain_s: float | str = await drain.wait(totals.accepted, sizes.drain_timeout_s)
+        drain_s: float | str = await drain.wait(sizes.drain_timeout_s)
     except BenchError as exc:  # reported, and the next phases are skipped (see _phases)
         drain_s = f"not drained: {exc}"
     after = await asyncio.to_thread(scrape, stack.metrics_url)
+    counts_after = await asyncio.to_thread(stage_counts, stack)
+    profiled = counts_after["profile"] - counts_before["profile"]
     cpu = _cpu_seconds(pid) - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
     backlog_end = backlog[-1] if backlog else 0
@@ -689,6 +729,7 @@ async def latency(
         "backlog_events_mid": backlog[len(backlog) // 2] if backlog else 0,
         "backlog_events_end": backlog_end,
         "drain_after_load_s": drain_s,
+        "accepted_not_in_profiles": stats.accepted + probes.sent - int(profiled),
         "probes": len(lat),
         "probes_not_visible": probes.timed_out,
         "probes_failed": probes.failed,
@@ -725,7 +766,7 @@ async def warm_up(stack: Stack, drain: Drain, totals: Totals, timeout_s: float) 
         raise BenchError(f"the warm-up probe was not visible after {timeout_s:.0f}s")
     totals.accepted += 1
     totals.distinct += 1
-    await drain.wait(totals.accepted, timeout_s)
+    await drain.wait(timeout_s)
     return time.monotonic() - started
 
 
