@@ -79,6 +79,10 @@ class SinkService(Service):
             await self._consumer.stop()
             self._consumer = None
 
+    def _flush_sinks(self) -> None:
+        for sink in self._sinks:
+            sink.flush()
+
     def _buffered(self) -> int:
         return sum(len(sink) for sink in self._sinks)
 
@@ -110,10 +114,12 @@ class SinkService(Service):
                 pending = pending or bool(messages)
             due = time.monotonic() - last_flush >= self._config.flush_interval_s
             if pending and (due or self._buffered() >= self._config.max_rows):
-                # Sync inserts: chDB runs in-process and the HTTP client is blocking; a flush
-                # takes milliseconds and nothing else in this loop can progress without it.
-                for sink in self._sinks:
-                    sink.flush()
+                # The inserts run in a thread: chDB does its work in C++ without the GIL (and
+                # the HTTP client waits on a socket), so the stream processors keep the event
+                # loop meanwhile. clickhouse-connect's chDB backend serialises queries with a
+                # lock, so the profile API's reads from the loop thread simply wait their turn.
+                # Nothing adds rows while this awaits: only this loop does.
+                await asyncio.to_thread(self._flush_sinks)
                 await consumer.commit()
                 if self._on_flushed is not None:
                     self._on_flushed()
