@@ -8,10 +8,12 @@ identity graph in two changelog-backed faust tables, and writes
 * ``cdp.identity.changes``: identifiers, merges and refused links (JSON list per group),
 * ``cdp.events.invalid``: events no identifier could be resolved for, with the reason.
 
-Delivery is at-least-once: faust flushes the producer (outputs and table changelogs) before it
-commits an input offset. A message processed again after a crash resolves to the same customers
-(the engine is idempotent for identifiers it already holds), and downstream deduplicates by
-``event_id``, so the end state equals an uninterrupted run.
+Delivery: the agent takes messages in groups and faust acks a group only after its outputs were
+handed to the producer. Under exactly-once (the default) the outputs go through the *source*
+partition's transaction (``pipeline/worker/txsend.py``), together with the table changelog and
+the offsets; under at-least-once a message processed again after a crash resolves to the same
+customers (the engine is idempotent for identifiers it already holds) and downstream
+deduplicates by ``event_id``.
 """
 
 from __future__ import annotations

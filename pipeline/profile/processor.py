@@ -8,8 +8,9 @@ changelog partition of its own input partition), and writes
 * ``cdp.events.resolved`` itself, with an explicit partition: folds of merged customers and items
   forwarded along a chain of merges (header ``cdp-origin: profile``; they carry no new events
   for the events sink beyond rare forwards, see the stage module);
-* ``cdp.profiles.changes``: the touched customers' profile rows, several per message, on the
-  input's partition (format in :mod:`pipeline.profile.stage`);
+* ``cdp.profiles.changes``: the latest profile row of every customer a group of input messages
+  touched, several rows per message, on the input's partition (format in
+  :mod:`pipeline.profile.stage`);
 * ``cdp.events.invalid``: messages that cannot be decoded or applied, with the reason.
 
 Delivery: faust flushes the producer (outputs and table changelog) before it commits an input
