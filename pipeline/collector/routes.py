@@ -16,7 +16,6 @@ import binascii
 import logging
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
@@ -30,7 +29,7 @@ from pipeline.collector.avro_writer import encode_event_fast
 from pipeline.collector.batcher import DeliveryError
 from pipeline.collector.body import read_body
 from pipeline.collector.deadletter import dead_letter_record
-from pipeline.collector.enrich import Enricher, Rejection
+from pipeline.collector.enrich import Enricher, Rejection, random_uuid4
 from pipeline.collector.middleware import LabelCache, error_response, json_response
 from pipeline.collector.payload import (
     MESSAGE_TYPES,
@@ -410,7 +409,7 @@ class CollectorRoutes:
         sent = payload.get("anonymousId")
         if isinstance(sent, str) and _COOKIE_VALUE.fullmatch(sent):
             return sent  # keep the browser's cookie and the sender's id the same
-        minted = str(uuid.uuid4())
+        minted = random_uuid4()
         if not _identifies_person(payload):
             payload["anonymousId"] = minted
         return minted

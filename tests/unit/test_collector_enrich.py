@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipeline.collector.enrich import (
     UserAgentParser,
     classify_channel,
     event_time_ms,
+    random_uuid4,
     truncate_ip,
 )
 from pipeline.collector.payload import (
@@ -159,6 +161,14 @@ def test_default_message_ids_are_uuid4() -> None:
     first, second = (enrich(enricher, track())["event_id"] for _ in range(2))
     assert first != second
     assert len(first) == 36 and first[14] == "4"
+
+
+def test_random_uuid4_is_a_uuid4_and_does_not_repeat() -> None:
+    ids = [random_uuid4() for _ in range(2_000)]  # several refills of the random buffer
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
 def test_group_traits_stay_out_of_person_traits(enricher: Enricher) -> None:
