@@ -53,6 +53,7 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
         bench_api,
         bench_ceilings,
         bench_collector,
+        bench_e2e,
         bench_identity,
         bench_pipeline,
         bench_profile,
@@ -84,6 +85,11 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
             "Physical ceilings (Kafka's tools, raw consumer, bare faust agent, chDB inserts)",
             CEILINGS_SOURCE,
             lambda: bench_ceilings.run(quick=quick),
+        ),
+        (
+            "End to end: collector → Kafka → worker → ClickHouse profiles (own stack)",
+            E2E_SOURCE,
+            lambda: bench_e2e.run(quick=quick),
         ),
         (
             "Profile API lookups on chDB",
