@@ -59,12 +59,13 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
         bench_profile,
     )
 
-    return [
+    suites: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         (
             "Identity engine (pure, one core)",
             "bench/bench_identity.py",
-            lambda: bench_identity.run(20_000 if quick else 1_000_000,
-                                       20_000 if quick else 1_000_000),
+            lambda: bench_identity.run(
+                20_000 if quick else 1_000_000, 20_000 if quick else 1_000_000
+            ),
         ),
         (
             "Profile aggregation (pure, one core)",
@@ -95,6 +96,16 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
             "Profile API lookups on chDB",
             "bench/bench_api.py",
             lambda: bench_api.run(2_000 if quick else 100_000, requests=200 if quick else 2_000),
+        ),
+    ]
+    if quick:
+        return suites
+    return [
+        *suites,
+        (
+            "Profile API lookups on chDB at 1,000,000 profiles (by email, by id)",
+            "bench/bench_api.py",
+            lambda: bench_api.run(1_000_000, requests=2_000, kinds=("by_email", "by_id")),
         ),
     ]  # fmt: skip
 
