@@ -1,0 +1,543 @@
+"""Worker memory per identifier with the RocksDB table store (issue #4, point 4; goal <= 300 B).
+
+``python -m bench.bench_identity_memory [--quick] [--identifiers N] [--cache-entries C]
+[--compare-cache C2]`` prints the figures.
+
+What runs: a single-node Kafka (``LocalKafka``) on free ports in a temp dir, and the worker
+(``python -m pipeline.cli worker``) as its own process, configured only through ``CDP_*``
+variables (RocksDB store, own data dir, topic prefix, consumer group and API port; everything
+else at its default), as ``cdp up`` runs it. This process only writes the raw topic and watches.
+
+The stream is the worst case for memory: every event brings identifiers never seen before
+(a new UUID ``anonymous_id``; 30 % also a new ``user_id``, 10 % also a new ``email``, so about
+1.4 identifiers and one new customer per event), in raw ``EventBatch`` messages of 100 events,
+encoded before the worker starts so the encoder does not compete with it for the CPU.
+
+Measurement:
+
+1. A warm-up (a few thousand such events) is written and the worker started; once every stage
+   processed it (identity and profile counters, sink event rows), the **baseline** is taken:
+   ``VmRSS`` of the worker from ``/proc/<pid>/status`` and the identity counters of its
+   ``/metrics`` (``cdp_identity_identifiers_new_total``, ``cdp_agent_events_total``).
+2. The main load is written (pre-encoded: seconds); while the worker works through it, ``VmRSS``
+   (also ``RssAnon``) and the counters are sampled every ``--interval`` s.
+3. **End**: when every stage processed the whole load (the profile stage is the slowest), the
+   last sample; ``bytes_per_identifier`` = (RSS at the end - baseline) / new identifiers since
+   the baseline. ``slope_bytes_per_identifier`` is the least-squares slope of RSS against
+   identifiers over the samples taken while identity was working (less sensitive to when a
+   RocksDB memtable or a cache generation was just dropped), and ``slope_second_half`` the same
+   over the second half of the identifiers only (after the bounded caches have filled up, i.e.
+   the growth that keeps going). ``rss_peak_mb`` is ``VmHWM``.
+4. The worker is stopped (SIGTERM, SIGKILL after a deadline) and the on-disk size of the two
+   identity tables' RocksDB directories (SST files and WAL) under its ``<data dir>/faust/`` is
+   taken, per identifier.
+
+What grows is the whole worker, not just the identity graph: each new customer is also a new
+profile (RocksDB tables of the profile stage, its bounded decoded-profile cache) and rows in the
+embedded chDB. Bounded things that fill up while it runs: the read caches in front of each table
+(``CDP_TABLE_CACHE_ENTRIES`` entries per generation, up to twice as many held), RocksDB
+memtables (faust's default: 64 MB write buffer, up to 3 per store) and block caches. With
+``compare_cache`` a second worker on a fresh topic repeats the run with a smaller table cache
+(full mode: 10,000 entries per generation), which shows how much of the growth is those caches.
+
+Sizes: full mode feeds 100,000 new identifiers (~71,000 events, a few minutes per run on the
+shared 2-core box, where the profile stage, one new profile per event, is the slowest); quick
+mode 5,000 (a smoke test: at that size the figures are dominated by first-use allocations).
+
+Processing guarantee: at-least-once by default. Under exactly-once (the worker's default), a
+backlog of events that all carry new identifiers (every event writes ~2.4 changelog records)
+was seen to stall the worker's transactions (faust's "producer buffer full" warnings, nothing
+committed after the warm-up, the profile stage idle) until the producer was fenced for the
+transaction timeout and the worker exited; ``--guarantee exactly_once`` reproduces it.
+The machine is shared: the load average is part of the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.localstack.kafka import LocalKafka, free_port, stop_process
+from pipeline.settings import PROJECT_ROOT, TOPIC_RAW, Settings
+
+EVENTS_PER_MESSAGE = 100
+#: Expected identifiers per event of the stream (1 anonymous_id + 0.3 user_id + 0.1 email).
+IDS_PER_EVENT = 1.4
+WARMUP_EVENTS = 3_000
+FULL_IDENTIFIERS = 100_000
+QUICK_IDENTIFIERS = 5_000
+#: A smaller read cache for the comparison run (entries per generation).
+COMPARE_CACHE_ENTRIES = 10_000
+GOAL_BYTES_PER_IDENTIFIER = 300
+
+IDENTITY_EVENTS = 'cdp_agent_events_total{agent="identity"}'
+PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
+EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
+NEW_IDENTIFIERS = "cdp_identity_identifiers_new_total"
+IDENTITY_TABLES = ("cdp-identity-identifiers", "cdp-identity-customers")
+
+
+class BenchError(RuntimeError):
+    """The worker did not start, died, or did not process the load in time."""
+
+
+# --- the stream ------------------------------------------------------------------------------
+
+
+def encoded_batches(n_events: int, seed: int, first: int = 0) -> list[bytes]:
+    """Raw ``EventBatch`` messages of ``n_events`` events, each with identifiers never seen."""
+    from pipeline.collector.avro_writer import encode_event_fast, frame_batch
+    from tests.integration.worker_harness import event
+
+    rng = random.Random(f"{seed}/{first}")  # warm-up and load must not share values
+    received = int(time.time() * 1000)
+    batches: list[bytes] = []
+    for start in range(first, first + n_events, EVENTS_PER_MESSAGE):
+        encoded = []
+        for i in range(start, min(start + EVENTS_PER_MESSAGE, first + n_events)):
+            ids = [("anonymous_id", str(uuid.UUID(int=rng.getrandbits(128), version=4)))]
+            if i % 10 < 3:
+                ids.append(("user_id", f"user-{seed}-{i:09d}"))
+            if i % 10 == 0:
+                ids.append(("email", f"person{seed}x{i}@example.com"))
+            ev = event(f"m{seed}-{i:09d}", 1_700_000_000_000 + i * 10, ids, received_at=received)
+            encoded.append(encode_event_fast(ev))
+        batches.append(frame_batch(encoded))
+    return batches
+
+
+async def _produce(bootstrap: str, topic: str, batches: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for value in batches:
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, batches: list[bytes]) -> None:
+    asyncio.run(_produce(bootstrap, topic, batches))
+
+
+# --- the worker process ----------------------------------------------------------------------
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """The CDP_* environment that reproduces ``settings`` in the worker process."""
+    env = dict(os.environ)
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"CDP_{name.upper()}"] = str(value)
+    return env
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """The first error of the log (its cause, when the end is a cascade) and its last lines."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    first = next((i for i, line in enumerate(text) if "ERROR" in line or "Traceback" in line), None)
+    head = [] if first is None or first >= len(text) - lines else [*text[first : first + 15], "…"]
+    return "\n".join([*head, *text[-lines:]])
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """kB figures of /proc/<pid>/status (VmRSS, VmHWM, RssAnon, RssFile, ...)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = int(parts[0])
+    except OSError:
+        pass
+    return out
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "worker"],
+                env=_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own group: stop_process signals the group
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc is not None else None
+            raise BenchError(f"the worker exited ({code}):\n{_tail(self.log)}")
+
+    def metrics(self) -> dict[str, float] | None:
+        """The worker's Prometheus samples, or None while its HTTP server is not up."""
+        from pipeline.demo import scrape
+
+        try:
+            return scrape(f"{self.settings.api_url}/metrics", timeout_s=10.0)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGTERM (the worker commits and closes its stores), SIGKILL after ``timeout_s``."""
+        if self.proc is None:
+            return
+        if self.alive():
+            stop_process(self.proc.pid, timeout_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def _wait_processed(
+    worker: Worker, events: float, deadline: float, what: str, interval_s: float
+) -> dict[str, float]:
+    """Poll the worker's counters until every stage processed ``events`` events."""
+    state = "no /metrics answer yet"
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        metrics = worker.metrics()
+        if metrics is not None:
+            counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS, EVENT_ROWS)]
+            state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f}".format(*counts)
+            if min(counts) >= events:
+                return metrics
+        time.sleep(interval_s)  # polling with a deadline
+    raise BenchError(f"{what}: not processed before the deadline ({state})\n{_tail(worker.log)}")
+
+
+def _du(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (allocated blocks, like ``du``)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def identity_store_bytes(faust_dir: Path) -> dict[str, int]:
+    """On-disk bytes of the identity tables' RocksDB directories (all partitions)."""
+    sizes = dict.fromkeys(IDENTITY_TABLES, 0)
+    for root, dirs, _files in os.walk(faust_dir):
+        for name in list(dirs):
+            for table in IDENTITY_TABLES:
+                if name.startswith(table) and name.endswith(".db"):
+                    sizes[table] += _du(Path(root) / name)
+                    dirs.remove(name)
+                    break
+    return sizes
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y against x, None with fewer than 3 distinct x."""
+    if len({x for x, _ in points}) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    return sxy / sxx
+
+
+# --- one measurement -------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float
+    identity_events: float
+    identifiers: float
+    profile_events: float
+    rss_kb: int
+    anon_kb: int
+
+
+def measure(
+    bootstrap: str,
+    base: Path,
+    identifiers: int,
+    cache_entries: int,
+    *,
+    timeout_s: float,
+    interval_s: float = 1.0,
+    seed: int = 1,
+    guarantee: str = "at_least_once",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One worker, one fresh topic: RSS growth for ``identifiers`` new identifiers."""
+    from pipeline.kafka_admin import ensure_topics, pipeline_topics
+
+    unique = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=f"bim{unique}.",
+        worker_id=f"cdp-bench-mem-{unique}",
+        data_dir=base / f"worker-{unique}",
+        api_port=free_port(),
+        topic_partitions=4,
+        faust_store="rocksdb://",
+        table_cache_entries=cache_entries,
+        processing_guarantee=guarantee,
+        log_level="warn",
+    )  # type: ignore[call-arg]
+    settings.data_dir.mkdir(parents=True)
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    raw = settings.topic(TOPIC_RAW)
+    n_events = max(EVENTS_PER_MESSAGE, round(identifiers / IDS_PER_EVENT))
+    encode_started = time.monotonic()
+    warm = encoded_batches(WARMUP_EVENTS, seed)
+    load = encoded_batches(n_events, seed, first=WARMUP_EVENTS)
+    encode_s = time.monotonic() - encode_started
+    produce(bootstrap, raw, warm)
+
+    deadline = time.monotonic() + timeout_s
+    worker = Worker(settings, base / f"worker-{unique}.log")
+    result: dict[str, Any] = {
+        "table_cache_entries": cache_entries,
+        "processing_guarantee": guarantee,
+        "events": n_events,
+        "events_per_message": EVENTS_PER_MESSAGE,
+    }
+    try:
+        worker.start()
+        before = _wait_processed(worker, WARMUP_EVENTS, deadline, "warm-up", interval_s)
+        status = proc_status(worker.pid)
+        base_rss, base_anon = status.get("VmRSS", 0), status.get("RssAnon", 0)
+        base_ids = before.get(NEW_IDENTIFIERS, 0.0)
+        base_events = before.get(IDENTITY_EVENTS, 0.0)
+        target = base_events + n_events
+
+        started = time.monotonic()
+        produce(bootstrap, raw, load)
+        produce_s = time.monotonic() - started
+        samples: list[Sample] = []
+        identity_done: Sample | None = None
+        state = ""
+        next_report = started + 15
+        while True:
+            worker.check_alive()
+            now = time.monotonic()
+            metrics = worker.metrics()
+            status = proc_status(worker.pid)
+            if metrics is not None and status:
+                sample = Sample(
+                    t=now - started,
+                    identity_events=metrics.get(IDENTITY_EVENTS, 0.0) - base_events,
+                    identifiers=metrics.get(NEW_IDENTIFIERS, 0.0) - base_ids,
+                    profile_events=metrics.get(PROFILE_EVENTS, 0.0) - base_events,
+                    rss_kb=status.get("VmRSS", 0),
+                    anon_kb=status.get("RssAnon", 0),
+                )
+                samples.append(sample)
+                counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS)]
+                counts.append(metrics.get(EVENT_ROWS, 0.0))
+                state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f} of {:,.0f}".format(
+                    *counts, target
+                )
+                if identity_done is None and counts[0] >= target:
+                    identity_done = sample
+                if min(counts) >= target:
+                    break
+            if now > deadline:
+                raise BenchError(
+                    f"not processed after {timeout_s:.0f}s: {state}\n{_tail(worker.log)}"
+                )
+            if progress and samples and now >= next_report:
+                rss = samples[-1].rss_kb / 1024
+                progress(f"{now - started:6.0f}s  {state}, RSS {rss:,.0f} MB")
+                next_report = now + 15
+            time.sleep(interval_s)  # polling with a deadline
+        end = samples[-1]
+        peak = proc_status(worker.pid).get("VmHWM", 0)
+    finally:
+        worker.stop()
+    assert identity_done is not None
+    store = identity_store_bytes(settings.data_dir / "faust")
+    ids = end.identifiers
+    mb = 1024.0
+    working = [(s.identifiers, s.rss_kb * 1024.0) for s in samples if s.t <= identity_done.t]
+    second_half = [(x, y) for x, y in working if x >= ids / 2]
+    slope = _slope(working)
+    slope_late = _slope(second_half)
+    result.update(
+        {
+            "identifiers": int(ids),
+            "identifiers_per_event": round(ids / n_events, 3),
+            "rss_baseline_mb": round(base_rss / mb, 1),
+            "rss_identity_done_mb": round(identity_done.rss_kb / mb, 1),
+            "rss_end_mb": round(end.rss_kb / mb, 1),
+            "rss_peak_mb": round(peak / mb, 1),
+            "rss_anon_baseline_mb": round(base_anon / mb, 1),
+            "rss_anon_end_mb": round(end.anon_kb / mb, 1),
+            "bytes_per_identifier": round((end.rss_kb - base_rss) * 1024 / max(ids, 1), 1),
+            "anon_bytes_per_identifier": round((end.anon_kb - base_anon) * 1024 / max(ids, 1), 1),
+            "slope_bytes_per_identifier": None if slope is None else round(slope, 1),
+            "slope_second_half_bytes_per_identifier": (
+                None if slope_late is None else round(slope_late, 1)
+            ),
+            "samples": len(working),
+            "identity_store_disk_mb": round(sum(store.values()) / mb / mb, 1),
+            "identity_store_disk_bytes_per_identifier": round(sum(store.values()) / max(ids, 1), 1),
+            "identity_done_s": round(identity_done.t, 1),
+            "all_stages_done_s": round(end.t, 1),
+            "identity_events_per_s": round(n_events / max(identity_done.t, 1e-6)),
+            "encode_s": round(encode_s, 1),
+            "produce_s": round(produce_s, 1),
+        }
+    )
+    return result
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def run(
+    quick: bool = False,
+    identifiers: int | None = None,
+    cache_entries: int | None = None,
+    compare_cache: int | None = None,
+    timeout_s: float | None = None,
+    interval_s: float = 1.0,
+    guarantee: str = "at_least_once",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the worker's RSS growth per new identifier (module docstring).
+
+    ``cache_entries`` defaults to the settings' ``table_cache_entries``; ``compare_cache``
+    (entries per generation) adds a second run with that smaller read cache: by default
+    :data:`COMPARE_CACHE_ENTRIES` in full mode, none in quick mode; 0 disables it.
+    ``guarantee`` is at-least-once by default: see the module docstring.
+    """
+    n = identifiers or (QUICK_IDENTIFIERS if quick else FULL_IDENTIFIERS)
+    if compare_cache is None and not quick:
+        compare_cache = COMPARE_CACHE_ENTRIES
+    cache = cache_entries or Settings.model_fields["table_cache_entries"].default
+    timeout = timeout_s or (180.0 if quick else 900.0)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "goal_bytes_per_identifier": GOAL_BYTES_PER_IDENTIFIER,
+        "load_average_before": round(os.getloadavg()[0], 2),
+    }
+    with tempfile.TemporaryDirectory(prefix="cdp-bench-idmem-") as tmp:
+        base = Path(tmp)
+        kafka = LocalKafka(
+            run_dir=base / "kafka",
+            libs_dir=PROJECT_ROOT / ".cache" / "kafka" / "libs",
+            port=free_port(),
+            controller_port=free_port(),
+        )
+        kafka.start()
+        try:
+            main_run = measure(
+                kafka.bootstrap,
+                base,
+                n,
+                cache,
+                timeout_s=timeout,
+                interval_s=interval_s,
+                guarantee=guarantee,
+                progress=progress,
+            )
+            result.update(main_run)
+            if compare_cache:
+                small = measure(
+                    kafka.bootstrap,
+                    base,
+                    n,
+                    compare_cache,
+                    timeout_s=timeout,
+                    interval_s=interval_s,
+                    seed=2,
+                    guarantee=guarantee,
+                    progress=progress,
+                )
+                result[f"cache_{compare_cache}"] = small
+        finally:
+            kafka.stop()
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _print(result: dict[str, Any], prefix: str = "") -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            _print(value, prefix=f"{key}.")
+        elif isinstance(value, float):
+            print(f"{prefix + key:>48}  {value:,.1f}")
+        else:
+            print(f"{prefix + key:>48}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="~5k identifiers (smoke)")
+    parser.add_argument("--identifiers", type=int, help="new identifiers to feed (about)")
+    parser.add_argument("--cache-entries", type=int, help="CDP_TABLE_CACHE_ENTRIES of the run")
+    parser.add_argument(
+        "--compare-cache",
+        type=int,
+        nargs="?",
+        const=COMPARE_CACHE_ENTRIES,
+        help=f"second run with this smaller table cache (full mode: {COMPARE_CACHE_ENTRIES:,}; "
+        "0: none)",
+    )
+    parser.add_argument(
+        "--guarantee", choices=("exactly_once", "at_least_once"), default="at_least_once"
+    )
+    parser.add_argument("--timeout", type=float, help="deadline of one run in seconds")
+    parser.add_argument("--interval", type=float, default=1.0, help="sampling interval (s)")
+    args = parser.parse_args()
+    _print(
+        run(
+            quick=args.quick,
+            identifiers=args.identifiers,
+            cache_entries=args.cache_entries,
+            compare_cache=args.compare_cache,
+            timeout_s=args.timeout,
+            interval_s=args.interval,
+            guarantee=args.guarantee,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
