@@ -55,6 +55,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -607,9 +608,10 @@ class Probes:
     polls: int = 0
     latencies_s: list[float] = field(default_factory=list)
     outstanding: list[Probe] = field(default_factory=list)
+    _numbers: Iterator[int] = field(default_factory=itertools.count)
 
     async def send(self, http: aiohttp.ClientSession, stack: Stack) -> None:
-        n = self.sent + self.failed
+        n = next(self._numbers)  # taken before the request: sends overlap
         email = f"probe-{self.tag}-{n}@e2e.bench"
         message = {
             "type": "identify",
