@@ -45,9 +45,13 @@ class HttpService(Service):
 
 
 def create_faust_app(settings: Settings) -> faust.App:
-    from pipeline.worker.txsend import flush_buffer_before_transaction_commit
+    from pipeline.worker.txsend import (
+        commit_transactions_concurrently,
+        flush_buffer_before_transaction_commit,
+    )
 
     flush_buffer_before_transaction_commit()
+    commit_transactions_concurrently()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
