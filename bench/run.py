@@ -55,6 +55,7 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
         bench_collector,
         bench_e2e,
         bench_identity,
+        bench_identity_memory,
         bench_pipeline,
         bench_profile,
     )
@@ -91,6 +92,11 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
             "End to end: collector → Kafka → worker → ClickHouse profiles (own stack)",
             E2E_SOURCE,
             lambda: bench_e2e.run(quick=quick),
+        ),
+        (
+            "Identity memory per identifier (worker process, RocksDB store)",
+            "bench/bench_identity_memory.py",
+            lambda: bench_identity_memory.run(quick=quick, compare_cache=0),
         ),
         (
             "Profile API lookups on chDB",
