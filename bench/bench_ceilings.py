@@ -262,6 +262,9 @@ async def _faust_rate(
         topic_partitions=1,
     )  # type: ignore[call-arg]
     app = create_faust_app(settings)
+    # faust runs transactions only inside a faust.Worker (``in_worker``), which `cdp worker`
+    # is; without this the "exactly_once" agent would run without transactions.
+    app.in_worker = True
     source = app.topic(topic, value_serializer="raw", key_serializer="raw")
     done = asyncio.Event()
     seen = {"count": 0, "first": 0.0, "last": 0.0}
