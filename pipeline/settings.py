@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         description="Longest wait for a group of input messages to fill up (latency bound).",
     )
     table_cache_entries: int = Field(
-        100_000,
+        20_000,
         ge=1,
         description="Entries per generation of the in-memory read cache in front of each "
         "worker table (up to twice this many are cached; bounds the worker's memory).",
