@@ -484,6 +484,8 @@ async def sustained(
 
 # --- identity quality (scored after the stop, on the chDB files) ---------------------------
 
+_IDENTITY_CONFIG = Settings().identity_config  # the defaults the bench's worker runs with
+
 
 class Truth(StreamFacts):
     """The sustained phase's stream facts, plus which events came from a shared device."""
@@ -491,12 +493,72 @@ class Truth(StreamFacts):
     def __init__(self) -> None:
         super().__init__()
         self.ambiguous: set[str] = set()  # shared-device and crawler events
+        #: messageId -> the normalized identifiers it carries (see :func:`linkable_owner`).
+        self.identifiers: dict[str, list[str]] = {}
 
     def tee(self, events: Iterable[SimEvent]) -> Iterator[SimEvent]:
         for event in super().tee(events):
             if event.shared_device or event.bot:
                 self.ambiguous.add(event.message_id)
+            if not event.duplicate:
+                self.identifiers[event.message_id] = message_identifiers(event.message)
             yield event
+
+
+def message_identifiers(message: dict[str, Any]) -> list[str]:
+    """``type:value`` of the identifiers a message carries, normalized as identity does: the ids,
+    ``previousId``, and email / phone from ``traits`` and ``context.traits`` (as the collector
+    reads them, see ``Enricher.identifiers``)."""
+    from pipeline.identity.normalize import normalize_identifier
+
+    config = _IDENTITY_CONFIG
+    candidates: list[tuple[str, Any]] = [
+        ("anonymous_id", message.get("anonymousId")),
+        ("user_id", message.get("userId")),
+    ]
+    previous = message.get("previousId")
+    if previous is not None:
+        as_email = normalize_identifier("email", previous, config)
+        candidates.append(("email", previous) if as_email else ("anonymous_id", previous))
+    context = message.get("context")
+    for traits in (
+        message.get("traits"),
+        context.get("traits") if isinstance(context, dict) else None,
+    ):
+        if isinstance(traits, dict):
+            candidates += [("email", traits.get("email")), ("phone", traits.get("phone"))]
+    out = []
+    for id_type, raw in candidates:
+        if raw is not None and (value := normalize_identifier(id_type, raw, config)) is not None:
+            out.append(f"{id_type}:{value}")
+    return out
+
+
+def linkable_recall(truth: Truth, placed: dict[str, str]) -> tuple[float, int]:
+    """Pairwise recall against the *linkable* truth: a person's events split into the groups
+    that share identifiers (union-find over each person's own events), i.e. what any resolver
+    that links only on identifiers seen together could join. Returns (recall, groups)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for event_id, person in truth.owner.items():
+        node = f"{person}|event:{event_id}"
+        for identifier in truth.identifiers.get(event_id, ()):
+            parent[find(node)] = find(f"{person}|{identifier}")
+    cells: Counter[tuple[str, str]] = Counter()
+    sizes: Counter[str] = Counter()
+    for event_id, cid in placed.items():
+        group = find(f"{truth.owner[event_id]}|event:{event_id}")
+        cells[(cid, group)] += 1
+        sizes[group] += 1
+    true_pairs = sum(math.comb(n, 2) for n in sizes.values())
+    together = sum(math.comb(n, 2) for n in cells.values())
+    return (together / true_pairs if true_pairs else 1.0), len(sizes)
 
 
 def final_customers(event_customer: dict[str, str], merges: dict[str, str]) -> dict[str, str]:
@@ -565,6 +627,7 @@ def identity_quality(
             # With a user id or email, shared-device and crawler events left out.
             split_known_people=split_known,
         )
+    out["recall_linkable"], out["linkable_groups"] = linkable_recall(truth, placed)
     return out
 
 
