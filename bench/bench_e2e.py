@@ -117,13 +117,7 @@ class BenchError(RuntimeError):
 
 def _env(settings: Settings) -> dict[str, str]:
     """The CDP_* environment that reproduces ``settings`` in a child process."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"CDP_{name.upper()}"] = str(value)
-    return env
+    return settings.child_env()
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -7,6 +7,8 @@ that every ``CDP_*`` name the compose file sets is a field of :class:`Settings`.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -205,6 +207,17 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of one of the pipeline's topics (``TOPIC_*``)."""
         return self.topic_prefix + name
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) with the ``CDP_*`` variables that
+        reproduce these settings in a child process (secrets included, as their values)."""
+        env = dict(os.environ if base is None else base)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"CDP_{name.upper()}"] = str(value)
+        return env
 
     @cached_property
     def identity_config(self) -> IdentityConfig:

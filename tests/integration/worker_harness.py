@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -41,14 +40,8 @@ def worker_settings(bootstrap: str, unique: str, data_dir: Path, **extra: Any) -
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    """The CDP_* environment that reproduces ``settings`` in a subprocess."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"CDP_{name.upper()}"] = str(value)
-    return env
+    """The CDP_* environment that reproduces ``settings`` in a child process."""
+    return settings.child_env()
 
 
 def event(
