@@ -573,39 +573,9 @@ def _benchmark(batches: int = 100, batch_size: int = 100, rounds: int = 7) -> No
     """
     import time
 
-    from pipeline.avro import encode_batch
+    from pipeline.avro import benchmark_event, encode_batch
 
-    # The event of pipeline.avro's benchmark (a typical enriched track event, ~470 bytes).
-    event: dict[str, Any] = {
-        "event_id": "0b5e6b0e-8b5f-4d3c-9c2a-1a2b3c4d5e6f",
-        "type": "track",
-        "event": "Order Completed",
-        "anonymous_id": "a-123",
-        "user_id": "u-1",
-        "identifiers": [
-            {"type": "anonymous_id", "value": "a-123"},
-            {"type": "user_id", "value": "u-1"},
-        ],
-        "timestamp": 1_700_000_000_123,
-        "received_at": 1_700_000_000_200,
-        "sent_at": 1_700_000_000_100,
-        "source": "web",
-        "properties": '{"order_id":"o1","revenue":12.5,"currency":"USD",'
-        '"products":[{"sku":"x","price":12.5}]}',
-        "traits": "{}",
-        "context": {
-            "ip": "1.2.3.0",
-            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-            "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-            "page_url": "https://shop.example/checkout",
-            "page_path": "/checkout",
-            "page_title": "Checkout",
-            "locale": "en-US",
-            "library": "analytics.js/4.1.0",
-        },
-        "enrichment": {"device_type": "desktop", "os": "Windows", "browser": "Chrome"},
-        "consent": ["analytics"],
-    }
+    event = benchmark_event()
     events = [event] * batch_size
     data = encode_batch(events)
     resolved = encode_resolved(
