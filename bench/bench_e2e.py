@@ -74,6 +74,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from bench.procs import cpu_seconds, log_tail, proc_status
 from pipeline.demo import StreamFacts, scrape
 from pipeline.demo_report import score_identity
 from pipeline.loadgen.model import ModelConfig, SimEvent, Simulation, iso
@@ -120,13 +121,6 @@ def _env(settings: Settings) -> dict[str, str]:
     return settings.child_env()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass
 class Process:
     name: str
@@ -165,7 +159,7 @@ def _wait_healthy(process: Process, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not process.alive():
-            raise BenchError(f"{process.name} exited while starting:\n{_tail(process.log)}")
+            raise BenchError(f"{process.name} exited while starting:\n{log_tail(process.log)}")
         try:
             with urllib.request.urlopen(process.url + "/healthz", timeout=2) as resp:  # noqa: S310
                 if resp.status == 200:
@@ -173,7 +167,7 @@ def _wait_healthy(process: Process, timeout_s: float) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
-    raise BenchError(f"{process.name} not healthy after {timeout_s:.0f}s:\n{_tail(process.log)}")
+    raise BenchError(f"{process.name} not healthy after {timeout_s:.0f}s:\n{log_tail(process.log)}")
 
 
 @dataclass
@@ -223,7 +217,9 @@ def local_stack(base: Path) -> Iterator[Stack]:
         _wait_healthy(stack.collector, START_TIMEOUT_S)
         yield stack
     except BenchError as exc:  # the logs go with the temp dir: keep their ends in the error
-        logs = [f"--- {p.name} log:\n{_tail(p.log)}" for p in (stack.worker, stack.collector) if p]
+        logs = [
+            f"--- {p.name} log:\n{log_tail(p.log)}" for p in (stack.worker, stack.collector) if p
+        ]
         raise BenchError("\n".join([str(exc), *logs])) from None
     finally:
         # Collector first, then the worker (it commits and flushes), then the broker.
@@ -231,28 +227,6 @@ def local_stack(base: Path) -> Iterator[Stack]:
             if process is not None:
                 process.stop()
         kafka.stop()
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """kB figures of /proc/<pid>/status (VmHWM, VmRSS, ...)."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0])
-    except OSError:
-        pass
-    return out
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- waiting for the worker ------------------------------------------------------------------
@@ -312,7 +286,7 @@ class Drain:
         while time.monotonic() < deadline:
             worker = self.stack.worker
             if worker is not None and not worker.alive():
-                raise BenchError(f"the worker exited:\n{_tail(worker.log)}")
+                raise BenchError(f"the worker exited:\n{log_tail(worker.log)}")
             now = time.monotonic()
             done, state = await self._done()
             if done and first_done is not None:
@@ -440,7 +414,7 @@ async def sustained(
     )
     assert stack.worker is not None
     before = await asyncio.to_thread(stage_counts, stack)
-    cpu0 = _cpu_seconds(stack.worker.proc.pid)
+    cpu0 = cpu_seconds(stack.worker.proc.pid)
     started = time.monotonic()
     stats = await send_events(totals.tee(facts.tee(events)), options)
     sent_s = time.monotonic() - started
@@ -449,7 +423,7 @@ async def sustained(
     totals.add(stats)
     drain_s = await drain.wait(timeout_s)
     elapsed = sent_s + drain_s
-    cpu = _cpu_seconds(stack.worker.proc.pid) - cpu0
+    cpu = cpu_seconds(stack.worker.proc.pid) - cpu0
     after = await asyncio.to_thread(stage_counts, stack)
     counted = {k: after[k] - before.get(k, 0.0) for k in after}
     missing = stats.accepted - int(counted["profile"])
@@ -750,7 +724,7 @@ async def latency(
     pid = stack.worker.proc.pid
     before = await asyncio.to_thread(scrape, stack.metrics_url)
     counts_before = await asyncio.to_thread(stage_counts, stack)
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = cpu_seconds(pid)
     facts = StreamFacts()
     options = SendOptions(
         collector_url=stack.settings.collector_url,
@@ -792,7 +766,7 @@ async def latency(
     after = await asyncio.to_thread(scrape, stack.metrics_url)
     counts_after = await asyncio.to_thread(stage_counts, stack)
     profiled = counts_after["profile"] - counts_before["profile"]
-    cpu = _cpu_seconds(pid) - cpu0
+    cpu = cpu_seconds(pid) - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
     backlog_end = backlog[-1] if backlog else 0
     kept_up = achieved >= 0.9 * rate and backlog_end <= 2 * rate
@@ -979,7 +953,7 @@ def run(
             result["startup_s"] = time.monotonic() - began
             sim, stream = first.result()
             asyncio.run(_phases(stack, sizes, stream, truth, pool, totals, result))
-            status = _proc_status(stack.worker.proc.pid)
+            status = proc_status(stack.worker.proc.pid)
             result["worker_peak_rss_mb"] = status.get("VmHWM", 0) / 1024
             result["worker_rss_end_mb"] = status.get("VmRSS", 0) / 1024
             result["load_average_end"] = round(os.getloadavg()[0], 2)

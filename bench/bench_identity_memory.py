@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.procs import log_tail, proc_status
 from pipeline.localstack.kafka import LocalKafka, free_port, stop_process
 from pipeline.settings import PROJECT_ROOT, TOPIC_RAW, Settings
 
@@ -144,31 +145,6 @@ def _env(settings: Settings) -> dict[str, str]:
     return settings.child_env()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    """The first error of the log (its cause, when the end is a cascade) and its last lines."""
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    first = next((i for i, line in enumerate(text) if "ERROR" in line or "Traceback" in line), None)
-    head = [] if first is None or first >= len(text) - lines else [*text[first : first + 15], "…"]
-    return "\n".join([*head, *text[-lines:]])
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """kB figures of /proc/<pid>/status (VmRSS, VmHWM, RssAnon, RssFile, ...)."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0])
-    except OSError:
-        pass
-    return out
-
-
 @dataclass
 class Worker:
     settings: Settings
@@ -197,7 +173,7 @@ class Worker:
     def check_alive(self) -> None:
         if not self.alive():
             code = self.proc.returncode if self.proc is not None else None
-            raise BenchError(f"the worker exited ({code}):\n{_tail(self.log)}")
+            raise BenchError(f"the worker exited ({code}):\n{log_tail(self.log)}")
 
     def metrics(self) -> dict[str, float] | None:
         """The worker's Prometheus samples, or None while its HTTP server is not up."""
@@ -232,7 +208,7 @@ def _wait_processed(
             if min(counts) >= events:
                 return metrics
         time.sleep(interval_s)  # polling with a deadline
-    raise BenchError(f"{what}: not processed before the deadline ({state})\n{_tail(worker.log)}")
+    raise BenchError(f"{what}: not processed before the deadline ({state})\n{log_tail(worker.log)}")
 
 
 def _du(path: Path) -> int:
@@ -371,7 +347,7 @@ def measure(
                     break
             if now > deadline:
                 raise BenchError(
-                    f"not processed after {timeout_s:.0f}s: {state}\n{_tail(worker.log)}"
+                    f"not processed after {timeout_s:.0f}s: {state}\n{log_tail(worker.log)}"
                 )
             if progress and samples and now >= next_report:
                 rss = samples[-1].rss_kb / 1024
