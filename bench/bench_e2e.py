@@ -86,6 +86,8 @@ WRITE_KEY = "bench-write-key"
 API_TOKEN = "bench-api-token"  # noqa: S105 - a throwaway token of a throwaway stack
 PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
 EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
+#: Duplicate sends identity dropped: accepted, deliberately never reaching the profile stage.
+DUPLICATES = "cdp_identity_duplicate_events_total"
 E2E_HISTOGRAM = "cdp_e2e_latency_seconds"
 START_TIMEOUT_S = 180.0
 _WRITE_HEADERS = {
@@ -306,6 +308,7 @@ def stage_counts(stack: Stack) -> dict[str, float]:
         ),
         "identity": worker.get('cdp_agent_events_total{agent="identity"}', 0.0),
         "profile": worker.get(PROFILE_EVENTS, 0.0),
+        "duplicates_dropped": worker.get(DUPLICATES, 0.0),
         "event_rows": worker.get(EVENT_ROWS, 0.0),
         "dead_letters": sum(v for k, v in worker.items() if k.startswith("cdp_dead_letters_total")),
     }
@@ -426,7 +429,7 @@ async def sustained(
     cpu = cpu_seconds(stack.worker.proc.pid) - cpu0
     after = await asyncio.to_thread(stage_counts, stack)
     counted = {k: after[k] - before.get(k, 0.0) for k in after}
-    missing = stats.accepted - int(counted["profile"])
+    missing = stats.accepted - int(counted["profile"] + counted["duplicates_dropped"])
     out: dict[str, Any] = {
         "sustained_events_per_s": stats.accepted / elapsed,
         "sustained": {
@@ -707,7 +710,7 @@ async def _backlog(
     while True:
         await asyncio.sleep(1.0)
         now = await asyncio.to_thread(scrape, stack.metrics_url)
-        processed = now.get(PROFILE_EVENTS, 0.0) - before.get(PROFILE_EVENTS, 0.0)
+        processed = sum(now.get(k, 0.0) - before.get(k, 0.0) for k in (PROFILE_EVENTS, DUPLICATES))
         samples.append(max(0, sender.stats.accepted + probes.sent - int(processed)))
 
 
@@ -765,7 +768,7 @@ async def latency(
         drain_s = f"not drained: {exc}"
     after = await asyncio.to_thread(scrape, stack.metrics_url)
     counts_after = await asyncio.to_thread(stage_counts, stack)
-    profiled = counts_after["profile"] - counts_before["profile"]
+    profiled = sum(counts_after[k] - counts_before[k] for k in ("profile", "duplicates_dropped"))
     cpu = cpu_seconds(pid) - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
     backlog_end = backlog[-1] if backlog else 0

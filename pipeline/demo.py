@@ -88,6 +88,8 @@ def _delta(after: dict[str, float], before: dict[str, float], key: str) -> float
 
 EVENTS_ROWS = 'cdp_sink_rows_total{table="events"}'
 PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
+#: Resends identity dropped (pipeline/identity/dedup.py): accepted, never a row nor profiled.
+DUPLICATES = "cdp_identity_duplicate_events_total"
 
 
 def wait_processed(
@@ -103,8 +105,10 @@ def wait_processed(
     """Poll the worker until every accepted event is a ClickHouse row and in a profile."""
 
     def done(now: dict[str, float]) -> int:
-        # Both the events table and the profile stage must have seen every event.
-        return int(min(_delta(now, before, EVENTS_ROWS), _delta(now, before, PROFILE_EVENTS)))
+        # Both the events table and the profile stage must have seen every event that was not
+        # dropped as a duplicate send.
+        rows, profiled = _delta(now, before, EVENTS_ROWS), _delta(now, before, PROFILE_EVENTS)
+        return int(min(rows, profiled) + _delta(now, before, DUPLICATES))
 
     started = clock()
     last_progress, last_done = started, -1

@@ -49,6 +49,7 @@ class WorkerMetrics:
     identity_merges: Counter
     identity_refused: Counter
     identity_identifiers: Counter
+    identity_duplicates: Counter
     profile_updates: Counter
     sink_rows: Counter
     sink_batches: Counter
@@ -97,6 +98,11 @@ class WorkerMetrics:
             identity_identifiers=Counter(
                 "cdp_identity_identifiers_new",
                 "Identifiers seen for the first time.",
+                registry=r,
+            ),
+            identity_duplicates=Counter(
+                "cdp_identity_duplicate_events",
+                "Events dropped as a resend of an event id seen within the dedup window.",
                 registry=r,
             ),
             profile_updates=Counter(

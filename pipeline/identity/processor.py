@@ -14,6 +14,11 @@ partition's transaction (``pipeline/worker/txsend.py``), together with the table
 the offsets; under at-least-once a message processed again after a crash resolves to the same
 customers (the engine is idempotent for identifiers it already holds) and downstream
 deduplicates by ``event_id``.
+
+Duplicate sends (an SDK retrying, a page sending twice) are dropped here, within a window of the
+most recent event ids (:mod:`pipeline.identity.dedup`): identity sees every event in order, which
+the per-customer windows of the profile stage do not when the copies resolve to two customers
+around a merge.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from faust.types import EventT
 
 from pipeline import avro, avro_reader
 from pipeline import settings as s
+from pipeline.identity.dedup import EventIdWindow
 from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import StageOutput, resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
@@ -57,6 +63,10 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     invalid = app.topic(settings.topic(s.TOPIC_INVALID), value_serializer="raw", partitions=1)
     identifiers_table = app.Table("cdp-identity-identifiers", partitions=1, key_type=str)
     customers_table = app.Table("cdp-identity-customers", partitions=1, key_type=str)
+    # The ids of the most recent events, to drop duplicate sends (pipeline/identity/dedup.py).
+    recent_table = app.Table(
+        "cdp-identity-recent-events", partitions=1, key_type=str, value_type=bytes
+    )
     # Faust tables are MutableMappings; the pure engine reads and writes them as it would dicts
     # through a read cache and a write buffer (pipeline/worker/buffered.py): a message's writes
     # reach the table, one changelog record per key, only once the whole message resolved.
@@ -67,11 +77,13 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         cast(MutableMapping[str, CustomerRecord], customers_table), settings.table_cache_entries
     )
     state = IdentityState(identifiers=identifiers, customers=customers)
+    recent = EventIdWindow(cast(MutableMapping[str, bytes], recent_table))
 
     async def forget_cache(*_: Any, **__: Any) -> None:
         # A rebalance may rebuild the tables from their changelogs.
         identifiers.invalidate()
         customers.invalidate()
+        recent.invalidate()
 
     app.on_partitions_revoked.connect(forget_cache)
     app.on_partitions_assigned.connect(forget_cache)
@@ -101,12 +113,26 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 out.dead.append((raw, f"undecodable raw message: {exc}"))
                 out.errors += 1
                 continue
+            out.events += len(batch)
+            kept = [i for i, item in enumerate(batch) if recent.admit(item["event_id"])]
+            if len(kept) < len(batch):  # a duplicate send of an event already resolved
+                out.duplicates += len(batch) - len(kept)
+                batch, spans = [batch[i] for i in kept], [spans[i] for i in kept]
             result = resolve_batch(
                 engine, batch, partitions, version_base=event.message.offset << 16
             )
             out.add(result, raw, spans)
-            out.events += len(batch)
         return out
+
+    def commit_group() -> None:
+        identifiers.flush()
+        customers.flush()
+        recent.commit()
+
+    def discard_group() -> None:
+        identifiers.discard()
+        customers.discard()
+        recent.discard()
 
     def resolve_one_by_one(group: Sequence[EventT[bytes]]) -> GroupOutput:
         """After a failed group: again message by message, dead-lettering the failing ones."""
@@ -114,11 +140,9 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         for event in group:
             try:
                 part = resolve_group([event])
-                identifiers.flush()
-                customers.flush()
+                commit_group()
             except Exception as exc:  # a bug must not stop the agent; the message is kept
-                identifiers.discard()
-                customers.discard()
+                discard_group()
                 log.exception("identity failed on offset %s", event.message.offset)
                 out.errors += 1
                 out.dead.append((event.value, f"identity error: {type(exc).__name__}: {exc}"))
@@ -140,11 +164,9 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             with as_current_event(last):  # table writes go to the changelog partition of it
                 try:
                     out = resolve_group(group)
-                    identifiers.flush()
-                    customers.flush()
+                    commit_group()
                 except Exception:
-                    identifiers.discard()
-                    customers.discard()
+                    discard_group()
                     out = resolve_one_by_one(group)
             for partition in sorted(out.frames.keys() | out.merges.keys() | out.folds.keys()):
                 frames = out.frames.get(partition, [])
@@ -165,6 +187,8 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 metrics.identity_refused.labels(rule).inc(count)
             if out.new_identifiers:
                 metrics.identity_identifiers.inc(out.new_identifiers)
+            if out.duplicates:
+                metrics.identity_duplicates.inc(out.duplicates)
             seconds.observe(time.perf_counter() - started)
 
     return identity
@@ -182,6 +206,7 @@ class GroupOutput:
     #: (raw message or event, reason) for cdp.events.invalid.
     dead: list[tuple[Any, str]] = field(default_factory=list)
     events: int = 0
+    duplicates: int = 0  # events dropped as a duplicate send (see pipeline/identity/dedup.py)
     errors: int = 0  # messages that could not be decoded or resolved
     merges_count: int = 0
     new_identifiers: int = 0
@@ -217,6 +242,7 @@ class GroupOutput:
         self.changes.extend(other.changes)
         self.dead.extend(other.dead)
         self.events += other.events
+        self.duplicates += other.duplicates
         self.errors += other.errors
         self.merges_count += other.merges_count
         self.new_identifiers += other.new_identifiers

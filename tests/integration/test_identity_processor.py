@@ -37,6 +37,9 @@ def test_raw_batches_are_resolved_stitched_and_written(
             event("e5", 5_000, [("anonymous_id", "undefined")]),
             # Shared device: bob logs in on alice's cookie; the link is refused.
             event("e6", 6_000, [("anonymous_id", "cookie-a"), ("user_id", "bob")]),
+            # A resend of e2 after cookie-b's customer merged away: it resolves to the
+            # survivor, e2 itself went to the loser. Counted once only if identity drops it.
+            event("e2", 2_000, [("anonymous_id", "cookie-b")]),
         ],
     ]
     app = create_app(settings)
@@ -54,6 +57,10 @@ def test_raw_batches_are_resolved_stitched_and_written(
                 lambda: _count(client, f"SELECT count() FROM {db}.identity_refusals") == 1,
                 30,
                 "the refused shared-device link",
+            )
+            live = f"SELECT sum(events) FROM {db}.live_profiles"
+            await wait_until(
+                lambda: _count(client, live) == 5, 30, "5 events counted in live profiles"
             )
         finally:
             await app.stop()
