@@ -52,6 +52,36 @@ class Settings(BaseSettings):
         "rocksdb://",
         description="Faust table store: RocksDB (via rocksdict) or memory; both changelog-backed.",
     )
+    rocksdb_block_cache_mb: int = Field(
+        64,
+        ge=1,
+        description="RocksDB block cache shared by all the worker's table stores (one RocksDB "
+        "per table partition): data, index and bloom filter blocks.",
+    )
+    rocksdb_write_buffers_mb: int = Field(
+        64,
+        ge=1,
+        description="All memtables of the worker's RocksDB stores together: beyond it the "
+        "largest is flushed to disk (a shared write buffer manager).",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        8,
+        ge=1,
+        description="Memtable size of one RocksDB store (table partition) at which it is flushed "
+        "(faust's default: 64).",
+    )
+    rocksdb_max_write_buffers: int = Field(
+        2,
+        ge=2,
+        description="Memtables per RocksDB store at most, the one written and those being "
+        "flushed (faust's default: 3).",
+    )
+    rocksdb_max_open_files: int = Field(
+        256,
+        ge=-1,
+        description="SST files each RocksDB store keeps open (-1: no limit; faust's default is "
+        "90 % of the process's file limit per store).",
+    )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once",
         description="Faust processing guarantee. exactly_once commits state changelogs, outputs "

@@ -45,6 +45,7 @@ class HttpService(Service):
 
 
 def create_faust_app(settings: Settings) -> faust.App:
+    from pipeline.worker.rocksdb_options import RocksDBMemory, bounded_table_class
     from pipeline.worker.txsend import (
         commit_transactions_concurrently,
         flush_buffer_before_transaction_commit,
@@ -53,10 +54,14 @@ def create_faust_app(settings: Settings) -> faust.App:
     flush_buffer_before_transaction_commit()
     commit_transactions_concurrently()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    rocksdb_memory = RocksDBMemory.from_settings(settings)
+    app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.faust_store,
+        # Tables whose RocksDB stores (one per table partition) share one block cache and one
+        # memtable budget (CDP_ROCKSDB_*; pipeline/worker/rocksdb_options.py).
+        Table=bounded_table_class(rocksdb_memory),
         datadir=str(settings.data_dir / "faust"),
         web_enabled=False,  # our own aiohttp server serves /metrics and the API
         topic_partitions=settings.topic_partitions,
@@ -69,6 +74,8 @@ def create_faust_app(settings: Settings) -> faust.App:
         # replacement waits that long to get the partitions (faust's default is 60 s).
         broker_session_timeout=15.0,
     )
+    app.rocksdb_memory = rocksdb_memory  # type: ignore[attr-defined]  # usage(), for tests
+    return app
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:

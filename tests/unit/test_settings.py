@@ -40,3 +40,17 @@ def test_production_refuses_local_secrets() -> None:
     with pytest.raises(ValueError, match="CDP_WRITE_KEYS"):
         Settings(env="production").check_production()
     Settings(env="production", write_keys="k:web", api_token="t").check_production()  # type: ignore[arg-type]
+
+
+def test_rocksdb_memory_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.rocksdb_block_cache_mb, s.rocksdb_write_buffers_mb) == (64, 64)
+    assert (s.rocksdb_write_buffer_mb, s.rocksdb_max_write_buffers) == (8, 2)
+    assert s.rocksdb_max_open_files == 256
+    monkeypatch.setenv("CDP_ROCKSDB_BLOCK_CACHE_MB", "16")
+    monkeypatch.setenv("CDP_ROCKSDB_MAX_OPEN_FILES", "-1")
+    s = load_settings()
+    assert (s.rocksdb_block_cache_mb, s.rocksdb_max_open_files) == (16, -1)
+    with pytest.raises(ValueError):
+        Settings(rocksdb_max_write_buffers=1)  # type: ignore[arg-type]
+    assert Settings(rocksdb_write_buffer_mb=2).child_env({})["CDP_ROCKSDB_WRITE_BUFFER_MB"] == "2"  # type: ignore[arg-type]
