@@ -22,7 +22,16 @@ marks, one granule per part) and the lookup needs four; a scalar subquery per ta
 as much as a query of its own, and a join on a MergeTree table would hash the whole table. The
 key-value query does the same work for ~2.5x less CPU at 1M profiles (bench/bench_api.py).
 ``join_algorithm = 'direct'`` makes a join that cannot be direct an error instead of a full scan.
-Point queries run with ``max_threads = 1``: nothing to parallelise, and no thread hand-offs.
+Point queries run with ``max_threads = 1``: nothing to parallelise. (chDB still runs each
+query's pipeline on a pool thread while the caller waits: ~2 context switches per lookup.)
+
+Nearly all of a lookup's engine time is query analysis and planning, not reading: ``EXPLAIN`` of
+the lookup costs ~93% of the CPU of running it, and the CPU is the same at 100k and 1M profiles
+(a point read of a one-row RocksDB table costs what one of 1M rows does): ~0.7 ms per query plus
+~0.5-0.9 ms per table it names, so the query names only what the answer needs.
+``query_plan_optimize_join_order_limit = 0`` skips the join-order search, which has nothing to
+choose (every join is a key lookup of the row before it) and cost ~0.4 ms of ~6 ms of CPU per
+lookup (engine alone, interleaved A/B at 1M bench profiles).
 
 The timeline reads ``events`` ORDER BY (customer_id, timestamp, event_id): the customer ids are
 the key prefix; ``LIMIT 1 BY event_id`` drops copies of a re-inserted batch.
@@ -73,7 +82,8 @@ FROM
 LEFT JOIN {db}.profile_lookup AS p ON p.customer_id = t.target
 LEFT JOIN {db}.score_lookup AS s ON s.customer_id = t.target
 LEFT JOIN {db}.merge_lookup AS m ON m.loser = t.target
-SETTINGS max_threads = 1, join_algorithm = 'direct', join_use_nulls = 0
+SETTINGS max_threads = 1, join_algorithm = 'direct', join_use_nulls = 0,
+    query_plan_optimize_join_order_limit = 0
 """
 _START_BY_ID = "SELECT {customer_id:String} AS customer_id"
 _START_BY_IDENTIFIER = """
