@@ -4,10 +4,17 @@
 Middlewares, outermost first: metrics (every request is counted, 401s included), bearer auth
 (everything but the public paths), errors (bad input → 400, unknown route → 404, a failing store
 → 503, always JSON).
+
+On start-up the app freezes the garbage collector's view of everything allocated so far
+(:func:`freeze_gc`): the modules, the app, chDB's and faust's objects, ~77k tracked objects. A full
+(generation 2) collection walks every tracked object and pauses whichever request is running: it
+measured 95-240 ms with them on the shared 2-core bench box, and ~0 ms once they are frozen
+(frozen objects are never walked again; they live for the whole process anyway).
 """
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import time
@@ -88,6 +95,13 @@ def request_metrics(metrics: ApiMetrics) -> Middleware:
     return middleware
 
 
+async def freeze_gc(_: web.Application) -> None:
+    """Collect once, then move every surviving object to the permanent generation (the
+    process's start-up state, never garbage), so later full collections skip them."""
+    gc.collect()
+    gc.freeze()
+
+
 def build_api(
     settings: Settings,
     *,
@@ -115,4 +129,5 @@ def build_api(
     queries = ProfileQueries(client, settings.clickhouse_database)
     ProfileRoutes(queries, settings.identity_config).register(app.router)
     app[SETTINGS_KEY] = settings
+    app.on_startup.append(freeze_gc)
     return app
