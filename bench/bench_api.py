@@ -14,6 +14,16 @@ The data is generated inside ClickHouse (``INSERT … SELECT … FROM numbers(n)
 profiles load in a minute or two (most of it the lookup tables' views) rather than in an hour
 of Python row building. The kinds are timed interleaved (one request of each in turn), so a
 burst of load from elsewhere on the machine hits all of them alike.
+
+Steady state: timing starts only once the engine is idle, as a deployment serving lookups would
+be: the scores refreshed, their every-minute refresh paused (see :func:`measure`), and no merge or
+mutation running on the bench's tables (:func:`_settle` waits for them, up to ten minutes; the
+wait is reported as ``settle_s``). chDB writes no system logs (no ``query_log``) to flush. The
+app is started like the worker starts it (its start-up hook freezes the garbage collector's
+start-up objects, pipeline/api/server.py); the collections that still happen while timing are
+reported (``gc``: count per generation, total and longest pause), as is the 1-minute load
+average before and after timing: on a shared machine the percentiles move with it, the CPU per
+request much less.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gc
 import json
 import os
 import random
@@ -189,9 +200,52 @@ def _storage(client: Client, db: str) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
+def _settle(client: Client, db: str, timeout_s: float = 600.0) -> float:
+    """Wait until no merge or mutation runs on ``db``'s tables; returns the seconds waited."""
+    started = time.perf_counter()
+    busy = (
+        "SELECT (SELECT count() FROM system.merges WHERE database = {db:String})"
+        " + (SELECT count() FROM system.mutations WHERE database = {db:String} AND NOT is_done)"
+    )
+    while time.perf_counter() - started < timeout_s:
+        if not client.query(busy, parameters={"db": db}).result_rows[0][0]:
+            break
+        time.sleep(0.5)
+    return round(time.perf_counter() - started, 1)
+
+
+class _GcPauses:
+    """Garbage collections (per generation) and their pauses while timing."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = [0, 0, 0]
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause_ms = (time.perf_counter() - self._started) * 1000
+        self.counts[info["generation"]] += 1
+        self.total_ms += pause_ms
+        self.max_ms = max(self.max_ms, pause_ms)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "collections": list(self.counts),
+            "total_ms": round(self.total_ms, 1),
+            "max_ms": round(self.max_ms, 2),
+        }
+
+
 async def _measure(
     client: Client, db: str, n: int, requests: int, kinds: tuple[str, ...] = KINDS
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     settings = load_settings(clickhouse_database=db, api_token=TOKEN)
     app = build_api(
         settings, client=client, registry=CollectorRegistry(), health=lambda: {"ok": True}
@@ -208,8 +262,13 @@ async def _measure(
     }
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu_ms = dict.fromkeys(kinds, 0.0)
+    pauses = _GcPauses()
+    load_before = os.getloadavg()[0]
     async with TestClient(TestServer(app)) as http:
+        gc.callbacks.append(pauses)
         for i in range(requests + 50):
+            if i == 50:
+                pauses.reset()  # count the timed requests only
             for kind in kinds:  # interleaved: load from elsewhere hits every kind alike
                 path = paths[kind]()
                 started, cpu_started = time.perf_counter(), time.process_time()
@@ -221,11 +280,16 @@ async def _measure(
                 if i >= 50:  # warm-up: first queries compile and fill caches
                     samples[kind].append(elapsed)
                     cpu_ms[kind] += (time.process_time() - cpu_started) * 1000
+        gc.callbacks.remove(pauses)
     # CPU per request (client, server and engine: one process) depends less on what else runs
     # on the machine than wall-clock percentiles do.
     return {
-        kind: {**_percentiles(samples[kind]), "cpu_ms": round(cpu_ms[kind] / requests, 2)}
-        for kind in kinds
+        **{
+            kind: {**_percentiles(samples[kind]), "cpu_ms": round(cpu_ms[kind] / requests, 2)}
+            for kind in kinds
+        },
+        "gc": pauses.figures(),
+        "load_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -316,6 +380,7 @@ def measure(
         if not background_refresh:
             for view in views:
                 client.command(f"SYSTEM STOP VIEW {view}")
+        settle_s = _settle(client, database)
         storage = _storage(client, database)
         lookups = asyncio.run(_measure(client, database, n_profiles, requests, kinds))
     finally:
@@ -326,6 +391,7 @@ def measure(
         "background_refresh": background_refresh,
         "fill_s": round(fill_s, 1),
         "scores_refresh_s": round(refresh_s, 2),
+        "settle_s": settle_s,
         **lookups,
         "storage_bytes": storage,
     }
@@ -371,9 +437,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{n:>10} {kind:<14} {figures['p50_ms']:>8} {figures['p99_ms']:>8}"
                 f" {figures['max_ms']:>8} {figures['cpu_ms']:>8}"
             )
+        pauses = result["gc"]
         print(
             f"{n:>10} fill {result['fill_s']} s, scores refresh {result['scores_refresh_s']} s,"
-            f" load average {os.getloadavg()[0]:.1f}"
+            f" settle {result['settle_s']} s, load average {result['load_1m'][0]} before timing,"
+            f" {result['load_1m'][1]} after; gc while timing {pauses['collections']} collections,"
+            f" {pauses['total_ms']} ms, longest {pauses['max_ms']} ms"
         )
         sizes = ", ".join(f"{t} {b / 1e6:.1f}" for t, b in result["storage_bytes"].items())
         print(f"{n:>10} storage MB: {sizes}")
