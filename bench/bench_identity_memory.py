@@ -1,7 +1,8 @@
 """Worker memory per identifier with the RocksDB table store (issue #4, point 4; goal <= 300 B).
 
 ``python -m bench.bench_identity_memory [--quick] [--identifiers N] [--cache-entries C]
-[--compare-cache C2]`` prints the figures.
+[--compare-cache C2] [--stores-identifiers M] [--stores-compare] [--set NAME=VALUE ...]``
+prints the figures (``--set``: any worker setting, e.g. ``rocksdb_block_cache_mb=16``).
 
 What runs: a single-node Kafka (``LocalKafka``) on free ports in a temp dir, and the worker
 (``python -m pipeline.cli worker``) as its own process, configured only through ``CDP_*``
@@ -22,33 +23,51 @@ Measurement:
 2. The main load is written (pre-encoded: seconds); while the worker works through it, ``VmRSS``
    (also ``RssAnon``) and the counters are sampled every ``--interval`` s.
 3. **End**: when every stage processed the whole load (the profile stage is the slowest), the
-   last sample; ``bytes_per_identifier`` = (RSS at the end - baseline) / new identifiers since
-   the baseline. ``slope_bytes_per_identifier`` is the least-squares slope of RSS against
-   identifiers over the samples taken while identity was working (less sensitive to when a
-   RocksDB memtable or a cache generation was just dropped), and ``slope_second_half`` the same
-   over the second half of the identifiers only (after the bounded caches have filled up, i.e.
-   the growth that keeps going). ``rss_peak_mb`` is ``VmHWM``.
-4. The worker is stopped (SIGTERM, SIGKILL after a deadline) and the on-disk size of the two
-   identity tables' RocksDB directories (SST files and WAL) under its ``<data dir>/faust/`` is
-   taken, per identifier.
+   last sample; ``bytes_per_identifier`` = (RSS at the end - RSS after the warm-up) / new
+   identifiers since the warm-up (the whole run's growth, fixed part included).
+   ``slope_bytes_per_identifier`` is the least-squares slope of RSS against identifiers over
+   the samples taken while identity was working (less sensitive to when a RocksDB memtable or a
+   cache generation was just dropped), and ``slope_second_half`` the same over the second half
+   of the identifiers only (after the bounded caches have filled up, i.e. the growth that keeps
+   going). ``rss_peak_mb`` is ``VmHWM``.
+4. The worker is stopped (SIGTERM, SIGKILL after a deadline) and the on-disk size of the
+   tables' RocksDB directories (SST files and WAL) under its ``<data dir>/faust/`` is taken per
+   identifier: the two identity tables', and all tables' (profiles too).
+5. **The stores alone, at scale** (``stores_bounded``): a fresh child process opens the same
+   RocksDB databases (two identity tables, the profile table's partitions) with the worker's
+   options and writes the records of ``--stores-identifiers`` new identifiers (full mode: one
+   million, the issue's scale; about 1.5 minutes): per identifier one identifier record, per
+   event a customer and a profile record, each after a read of its key, with values sampled
+   from the worker's stores in step 4. Its RSS growth per identifier (whole run and second-half
+   slope) is what RocksDB adds at that scale, which the worker run cannot reach here (its
+   throughput on the shared box, ~250 events/s, would need ~50 minutes for a million
+   identifiers). ``--stores-compare`` (and quick mode) repeats it with faust's default options.
 
 What grows is the whole worker, not just the identity graph: each new customer is also a new
 profile (RocksDB tables of the profile stage, its bounded decoded-profile cache) and rows in the
 embedded chDB. Bounded things that fill up while it runs: the read caches in front of each table
 (``CDP_TABLE_CACHE_ENTRIES`` entries per generation, up to twice as many held), RocksDB
-memtables (faust's default: 64 MB write buffer, up to 3 per store) and block caches. With
+memtables and block cache (one budget for all the worker's databases: ``CDP_ROCKSDB_*``,
+pipeline/worker/rocksdb_options.py; faust's defaults were 64 MB write buffers, up to 3, and a
+2 GB block cache per database, i.e. per table partition). With
 ``compare_cache`` a second worker on a fresh topic repeats the run with a smaller table cache
 (full mode: 10,000 entries per generation), which shows how much of the growth is those caches.
 
-Sizes: full mode feeds 100,000 new identifiers (~71,000 events, a few minutes per run on the
-shared 2-core box, where the profile stage, one new profile per event, is the slowest); quick
-mode 5,000 (a smoke test: at that size the figures are dominated by first-use allocations).
+Sizes: full mode feeds the worker 100,000 new identifiers (~71,000 events, ~6 minutes on the
+shared 2-core box, where the profile stage, one new profile per event, is the slowest) and the
+stores alone one million; quick mode 5,000 and 20,000 (a smoke test: at that size the figures
+are dominated by first-use allocations).
 
 Processing guarantee: at-least-once by default. Under exactly-once (the worker's default), a
 backlog of events that all carry new identifiers (every event writes ~2.4 changelog records)
 was seen to stall the worker's transactions (faust's "producer buffer full" warnings, nothing
 committed after the warm-up, the profile stage idle) until the producer was fenced for the
-transaction timeout and the worker exited; ``--guarantee exactly_once`` reproduces it.
+transaction timeout and the worker exited; ``--guarantee exactly_once`` reproduces it. The
+cause: each input message puts ~240 table changelog records into faust's producer buffer,
+which a transactional worker drained at only ~300-500 records/s (its per-partition producers
+are locked while a commit, every 0.5 s, is under way), so the buffer grew without bound and the
+flush before each commit never ended within the 60 s transaction timeout.
+``--set commit_interval_s=5`` let the same load finish under exactly-once.
 The machine is shared: the load average is part of the result.
 """
 
@@ -80,6 +99,9 @@ IDS_PER_EVENT = 1.4
 WARMUP_EVENTS = 3_000
 FULL_IDENTIFIERS = 100_000
 QUICK_IDENTIFIERS = 5_000
+#: Identifiers of the stores-alone measurement (the RocksDB part, at the issue's scale).
+FULL_STORES_IDENTIFIERS = 1_000_000
+QUICK_STORES_IDENTIFIERS = 20_000
 #: A smaller read cache for the comparison run (entries per generation).
 COMPARE_CACHE_ENTRIES = 10_000
 GOAL_BYTES_PER_IDENTIFIER = 300
@@ -89,6 +111,8 @@ PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
 EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
 NEW_IDENTIFIERS = "cdp_identity_identifiers_new_total"
 IDENTITY_TABLES = ("cdp-identity-identifiers", "cdp-identity-customers")
+#: The worker's RocksDB memory settings, reported with each run.
+ROCKSDB_SETTINGS = tuple(name for name in Settings.model_fields if name.startswith("rocksdb_"))
 
 
 class BenchError(RuntimeError):
@@ -221,16 +245,15 @@ def _du(path: Path) -> int:
     return total
 
 
-def identity_store_bytes(faust_dir: Path) -> dict[str, int]:
-    """On-disk bytes of the identity tables' RocksDB directories (all partitions)."""
-    sizes = dict.fromkeys(IDENTITY_TABLES, 0)
+def store_bytes(faust_dir: Path) -> dict[str, int]:
+    """On-disk bytes of each table's RocksDB directories (all its partitions), by table."""
+    sizes: dict[str, int] = {}
     for root, dirs, _files in os.walk(faust_dir):
         for name in list(dirs):
-            for table in IDENTITY_TABLES:
-                if name.startswith(table) and name.endswith(".db"):
-                    sizes[table] += _du(Path(root) / name)
-                    dirs.remove(name)
-                    break
+            if name.endswith(".db"):
+                table = name.removesuffix(".db").rsplit("-", 1)[0]
+                sizes[table] = sizes.get(table, 0) + _du(Path(root) / name)
+                dirs.remove(name)
     return sizes
 
 
@@ -269,24 +292,30 @@ def measure(
     interval_s: float = 1.0,
     seed: int = 1,
     guarantee: str = "at_least_once",
+    overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One worker, one fresh topic: RSS growth for ``identifiers`` new identifiers."""
+    """One worker, one fresh topic: RSS growth for ``identifiers`` new identifiers.
+
+    ``overrides``: further worker settings (field names of :class:`Settings`, e.g.
+    ``rocksdb_write_buffer_mb``), passed to the worker as ``CDP_*`` variables.
+    """
     from pipeline.kafka_admin import ensure_topics, pipeline_topics
 
     unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=f"bim{unique}.",
-        worker_id=f"cdp-bench-mem-{unique}",
-        data_dir=base / f"worker-{unique}",
-        api_port=free_port(),
-        topic_partitions=4,
-        faust_store="rocksdb://",
-        table_cache_entries=cache_entries,
-        processing_guarantee=guarantee,
-        log_level="warn",
-    )  # type: ignore[call-arg]
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": f"bim{unique}.",
+        "worker_id": f"cdp-bench-mem-{unique}",
+        "data_dir": base / f"worker-{unique}",
+        "api_port": free_port(),
+        "topic_partitions": 4,
+        "faust_store": "rocksdb://",
+        "table_cache_entries": cache_entries,
+        "processing_guarantee": guarantee,
+        "log_level": "warn",
+    }
+    settings = Settings(**{**fields, **(overrides or {})})
     settings.data_dir.mkdir(parents=True)
     ensure_topics(bootstrap, pipeline_topics(settings))
     raw = settings.topic(TOPIC_RAW)
@@ -304,6 +333,7 @@ def measure(
         "processing_guarantee": guarantee,
         "events": n_events,
         "events_per_message": EVENTS_PER_MESSAGE,
+        **{name: getattr(settings, name) for name in ROCKSDB_SETTINGS},
     }
     try:
         worker.start()
@@ -359,7 +389,9 @@ def measure(
     finally:
         worker.stop()
     assert identity_done is not None
-    store = identity_store_bytes(settings.data_dir / "faust")
+    stores = store_bytes(settings.data_dir / "faust")
+    result["_samples"] = sample_records(settings.data_dir / "faust")
+    store = {table: stores.get(table, 0) for table in IDENTITY_TABLES}
     ids = end.identifiers
     mb = 1024.0
     working = [(s.identifiers, s.rss_kb * 1024.0) for s in samples if s.t <= identity_done.t]
@@ -385,6 +417,8 @@ def measure(
             "samples": len(working),
             "identity_store_disk_mb": round(sum(store.values()) / mb / mb, 1),
             "identity_store_disk_bytes_per_identifier": round(sum(store.values()) / max(ids, 1), 1),
+            "all_stores_disk_mb": round(sum(stores.values()) / mb / mb, 1),
+            "all_stores_disk_bytes_per_identifier": round(sum(stores.values()) / max(ids, 1), 1),
             "identity_done_s": round(identity_done.t, 1),
             "all_stages_done_s": round(end.t, 1),
             "identity_events_per_s": round(n_events / max(identity_done.t, 1e-6)),
@@ -392,6 +426,169 @@ def measure(
             "produce_s": round(produce_s, 1),
         }
     )
+    return result
+
+
+# --- the RocksDB stores alone, at scale --------------------------------------------------------
+
+#: faust's offset key in every store (not a table record).
+_OFFSET_KEY = b"__faust\0offset__"
+SAMPLES_PER_TABLE = 2_000
+
+
+def sample_records(faust_dir: Path, limit: int = SAMPLES_PER_TABLE) -> dict[str, list[list[str]]]:
+    """Up to ``limit`` (key, value) records (hex) of each table, read from a stopped worker's
+    RocksDB directories: the shapes :func:`stores_at_scale` replays."""
+    import rocksdict
+
+    samples: dict[str, list[list[str]]] = {}
+    for path in sorted(faust_dir.rglob("*.db")):
+        table = path.name.removesuffix(".db").rsplit("-", 1)[0]
+        have = samples.setdefault(table, [])
+        if len(have) >= limit:
+            continue
+        read_only = rocksdict.AccessType.read_only()
+        db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True), access_type=read_only)
+        try:
+            for key, value in db.items():
+                if isinstance(key, bytes) and key != _OFFSET_KEY:
+                    have.append([key.hex(), value.hex()])
+                    if len(have) >= limit:
+                        break
+        finally:
+            db.close()
+    return samples
+
+
+def stores_at_scale(
+    identifiers: int,
+    samples: dict[str, list[list[str]]],
+    settings: Settings,
+    faust_defaults: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """RSS of *this* process while it writes ``identifiers`` identifiers' records into RocksDB
+    stores opened as the worker opens them (one database per table partition).
+
+    Per identifier one ``cdp-identity-identifiers`` record; per event (1 / ``IDS_PER_EVENT``
+    identifiers) one customer and one profile record (profile partition from the key), each
+    preceded by a read of its key (a miss, as for a new identifier). Keys are fresh and random
+    (the sampled key with a random 16-hex prefix), values are the sampled values of the table.
+    ``faust_defaults`` opens them with faust's own options instead of the bounded ones.
+    Meant for a fresh child process (see :func:`run_stores_at_scale`).
+    """
+    import hashlib
+
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from pipeline.worker.rocksdb_options import BoundedRocksDBOptions, RocksDBMemory
+
+    records = {t: [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in r] for t, r in samples.items()}
+    missing = {IDENTITY_TABLES[0], IDENTITY_TABLES[1], "cdp-profiles"} - records.keys()
+    if missing:
+        raise BenchError(f"no sampled records of {sorted(missing)}")
+    memory = RocksDBMemory.from_settings(settings)
+    options = RocksDBOptions() if faust_defaults else BoundedRocksDBOptions(memory)
+    base = settings.data_dir
+    partitions = settings.topic_partitions
+    dbs = {
+        table: [options.open(base / f"{table}-{p}.db") for p in range(n)]
+        for table, n in (
+            (IDENTITY_TABLES[0], 1),
+            (IDENTITY_TABLES[1], 1),
+            ("cdp-profiles", partitions),
+        )
+    }
+
+    def fresh(i: int, sample: bytes) -> bytes:
+        return (
+            hashlib.blake2b(i.to_bytes(8, "little"), digest_size=8).hexdigest().encode()
+            + (sample[16:])
+        )
+
+    points: list[tuple[float, float]] = []
+    started = time.monotonic()
+    rss0 = proc_status(os.getpid()).get("VmRSS", 0)
+    events = 0
+    every = max(1_000, identifiers // 200)  # RSS samples
+    try:
+        for i in range(identifiers):
+            ident = records[IDENTITY_TABLES[0]][i % len(records[IDENTITY_TABLES[0]])]
+            key = fresh(2 * i, ident[0])
+            db = dbs[IDENTITY_TABLES[0]][0]
+            db.get(key)
+            db.put(key, ident[1])
+            if i * 10 < events * 14:  # ~1.4 identifiers per event
+                continue
+            customer = records[IDENTITY_TABLES[1]][events % len(records[IDENTITY_TABLES[1]])]
+            profile = records["cdp-profiles"][events % len(records["cdp-profiles"])]
+            ckey = fresh(2 * i + 1, customer[0])
+            db = dbs[IDENTITY_TABLES[1]][0]
+            db.get(ckey)
+            db.put(ckey, customer[1])
+            pkey = fresh(2 * i + 1, profile[0])
+            db = dbs["cdp-profiles"][int.from_bytes(pkey[:4], "big") % partitions]
+            db.get(pkey)
+            db.put(pkey, profile[1])
+            events += 1
+            if i % every == 0:
+                points.append((i, proc_status(os.getpid()).get("VmRSS", 0) * 1024.0))
+                if progress and i % (every * 20) == 0:
+                    progress(f"stores: {i:,} identifiers, RSS {points[-1][1] / 1024**2:,.0f} MB")
+        rss1 = proc_status(os.getpid()).get("VmRSS", 0)
+        usage = memory.usage()
+    finally:
+        for table_dbs in dbs.values():
+            for db in table_dbs:
+                db.close()
+    late = _slope([(x, y) for x, y in points if x >= identifiers / 2])
+    disk = sum(store_bytes(base).values())
+    mb = 1024.0
+    return {
+        "options": "faust defaults" if faust_defaults else "bounded (CDP_ROCKSDB_*)",
+        "identifiers": identifiers,
+        "events": events,
+        "databases": sum(len(v) for v in dbs.values()),
+        "rss_start_mb": round(rss0 / mb, 1),
+        "rss_end_mb": round(rss1 / mb, 1),
+        "bytes_per_identifier": round((rss1 - rss0) * 1024 / identifiers, 1),
+        "slope_second_half_bytes_per_identifier": None if late is None else round(late, 1),
+        "block_cache_mb": round(usage["block_cache"] / mb / mb, 1),
+        "write_buffers_mb": round(usage["write_buffers"] / mb / mb, 1),
+        "disk_bytes_per_identifier": round(disk / identifiers, 1),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def run_stores_at_scale(
+    identifiers: int,
+    samples: dict[str, list[list[str]]],
+    base: Path,
+    faust_defaults: bool,
+    overrides: dict[str, Any] | None = None,
+    timeout_s: float = 1800.0,
+) -> dict[str, Any]:
+    """:func:`stores_at_scale` in a fresh child process (its RSS is the stores' alone)."""
+    import json
+
+    work = base / f"stores-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    (work / "samples.json").write_text(json.dumps(samples))
+    settings = Settings(data_dir=work, topic_partitions=4, **(overrides or {}))
+    command = [sys.executable, "-m", "bench.bench_identity_memory", "--stores-only", str(work)]
+    command += ["--identifiers", str(identifiers)]
+    if faust_defaults:
+        command.append("--faust-defaults")
+    done = subprocess.run(
+        command,
+        env=settings.child_env(),
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"stores at scale failed:\n{done.stderr.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return result
 
 
@@ -406,6 +603,9 @@ def run(
     timeout_s: float | None = None,
     interval_s: float = 1.0,
     guarantee: str = "at_least_once",
+    overrides: dict[str, Any] | None = None,
+    stores_identifiers: int | None = None,
+    stores_compare: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure the worker's RSS growth per new identifier (module docstring).
@@ -413,13 +613,18 @@ def run(
     ``cache_entries`` defaults to the settings' ``table_cache_entries``; ``compare_cache``
     (entries per generation) adds a second run with that smaller read cache: by default
     :data:`COMPARE_CACHE_ENTRIES` in full mode, none in quick mode; 0 disables it.
-    ``guarantee`` is at-least-once by default: see the module docstring.
+    ``guarantee`` is at-least-once by default: see the module docstring. ``overrides``: worker
+    settings of both runs (e.g. ``{"rocksdb_block_cache_mb": 16}``). ``stores_identifiers``:
+    size of the stores-alone measurement (:func:`stores_at_scale`, with the worker's bounded
+    RocksDB options; ``stores_compare`` repeats it with faust's defaults): by default
+    :data:`FULL_STORES_IDENTIFIERS`, quick :data:`QUICK_STORES_IDENTIFIERS`; 0 skips it.
     """
     n = identifiers or (QUICK_IDENTIFIERS if quick else FULL_IDENTIFIERS)
     if compare_cache is None and not quick:
         compare_cache = COMPARE_CACHE_ENTRIES
     cache = cache_entries or Settings.model_fields["table_cache_entries"].default
-    timeout = timeout_s or (180.0 if quick else 900.0)
+    # Generous: at least ~50 identifiers/s (the shared box did ~250).
+    timeout = timeout_s or (180.0 if quick else 300.0 + n / 50)
     started = time.monotonic()
     result: dict[str, Any] = {
         "goal_bytes_per_identifier": GOAL_BYTES_PER_IDENTIFIER,
@@ -443,8 +648,10 @@ def run(
                 timeout_s=timeout,
                 interval_s=interval_s,
                 guarantee=guarantee,
+                overrides=overrides,
                 progress=progress,
             )
+            samples = main_run.pop("_samples")
             result.update(main_run)
             if compare_cache:
                 small = measure(
@@ -456,9 +663,23 @@ def run(
                     interval_s=interval_s,
                     seed=2,
                     guarantee=guarantee,
+                    overrides=overrides,
                     progress=progress,
                 )
+                small.pop("_samples")
                 result[f"cache_{compare_cache}"] = small
+            if stores_identifiers is None:
+                stores_identifiers = QUICK_STORES_IDENTIFIERS if quick else FULL_STORES_IDENTIFIERS
+            if stores_identifiers:
+                variants = [("stores_bounded", False)]
+                if stores_compare or quick:
+                    variants.append(("stores_faust", True))
+                for name, faust_defaults in variants:
+                    if progress:
+                        progress(f"{name}: {stores_identifiers:,} identifiers (stores alone)")
+                    result[name] = run_stores_at_scale(
+                        stores_identifiers, samples, base, faust_defaults, overrides
+                    )
         finally:
             kafka.stop()
     result["load_average_after"] = round(os.getloadavg()[0], 2)
@@ -494,7 +715,48 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, help="deadline of one run in seconds")
     parser.add_argument("--interval", type=float, default=1.0, help="sampling interval (s)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting (Settings field, e.g. rocksdb_write_buffer_mb=64); repeatable",
+    )
+    parser.add_argument(
+        "--stores-identifiers",
+        type=int,
+        help=f"identifiers of the stores-alone run (full: {FULL_STORES_IDENTIFIERS:,}; 0: none)",
+    )
+    parser.add_argument(
+        "--stores-compare",
+        action="store_true",
+        help="repeat the stores-alone run with faust's default RocksDB options",
+    )
+    parser.add_argument("--stores-only", type=Path, help=argparse.SUPPRESS)  # the child
+    parser.add_argument("--faust-defaults", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stores_only:  # child of run_stores_at_scale: settings from CDP_*, JSON on stdout
+        import json
+
+        samples = json.loads((args.stores_only / "samples.json").read_text())
+        print(
+            json.dumps(
+                stores_at_scale(
+                    args.identifiers,
+                    samples,
+                    Settings(),  # type: ignore[call-arg]
+                    faust_defaults=args.faust_defaults,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True),
+                )
+            )
+        )
+        return
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in Settings.model_fields:
+            parser.error(f"--set {item}: expected NAME=VALUE with NAME a Settings field")
+        overrides[name] = value
     _print(
         run(
             quick=args.quick,
@@ -504,6 +766,9 @@ def main() -> None:
             timeout_s=args.timeout,
             interval_s=args.interval,
             guarantee=args.guarantee,
+            overrides=overrides,
+            stores_identifiers=args.stores_identifiers,
+            stores_compare=args.stores_compare,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     )
