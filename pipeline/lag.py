@@ -9,6 +9,14 @@ A partition of a watched topic on which the group has committed nothing yet coun
 earliest offset (the consumers start there, ``auto_offset_reset="earliest"``). Committed offsets
 of topics not listed (faust's internal topics) are reported too.
 
+Transactions: the worker's outputs are written in Kafka transactions, and each commit or abort
+puts a *control record* (marker) into every partition it wrote. A marker takes an offset but is
+never delivered, so a consumer that has read everything commits the offset of the last data
+record + 1 and stays one or more offsets short of the end: a caught-up group would show a lag
+of 1-5 for ever. The end is therefore read as a ``read_committed`` consumer sees it (the last
+stable offset), and a small gap (at most :data:`MARKER_SLACK` offsets) is checked by reading it:
+if it holds no committed data record, the lag is 0.
+
 The Kafka calls are blocking (kafka-python), so each computation runs in a thread; the clock is
 injected so tests can check the "updated" timestamp without the wall clock.
 """
@@ -36,6 +44,11 @@ log = logging.getLogger(__name__)
 #: figure would never be seen; tests lower it (read at call time by worker_lag_monitor).
 DEFAULT_INTERVAL_S = 10.0
 REQUEST_TIMEOUT_MS = 10_000
+MARKER_SLACK = 64
+"""Largest gap between the committed and the end offset that is read to tell markers from data
+(a caught-up group's gap is one marker per transaction since its last record)."""
+GAP_READ_S = 2.0
+"""Longest time spent reading one gap; when it runs out the lag is reported as it is."""
 
 
 class OffsetSource(Protocol):
@@ -51,12 +64,18 @@ class OffsetSource(Protocol):
         self, partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int]: ...
 
+    def holds_records(self, partition: TopicPartition, start: int, end: int) -> bool:
+        """Whether offsets ``start`` .. ``end - 1`` hold a committed data record (not only
+        transaction markers or aborted records)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class KafkaOffsetSource:
-    """Offsets from the broker: an admin client for committed offsets, a group-less consumer
-    (it joins no group and commits nothing) for partition metadata and end offsets."""
+    """Offsets from the broker: an admin client for committed offsets, a group-less
+    ``read_committed`` consumer (it joins no group and commits nothing) for partition metadata,
+    end offsets (the last stable offset) and reading the gaps of :meth:`holds_records`."""
 
     def __init__(self, bootstrap: str, client_id: str = "cdp-lag") -> None:
         # Short timeouts: a computation blocks a thread, and a stopping worker waits for it.
@@ -67,6 +86,8 @@ class KafkaOffsetSource:
             bootstrap_servers=bootstrap,
             client_id=client_id,
             group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
             request_timeout_ms=REQUEST_TIMEOUT_MS,
         )
 
@@ -88,6 +109,22 @@ class KafkaOffsetSource:
 
     def beginning_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return dict(self._consumer.beginning_offsets(list(partitions)))
+
+    def holds_records(self, partition: TopicPartition, start: int, end: int) -> bool:
+        consumer = self._consumer
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        deadline = time.monotonic() + GAP_READ_S
+        try:
+            while time.monotonic() < deadline:
+                if consumer.poll(timeout_ms=100, max_records=1).get(partition):
+                    return True
+                # read_committed skips markers and aborted records, moving the position on.
+                if consumer.position(partition) >= end:
+                    return False
+            return True  # could not tell in time: keep the lag as it is
+        finally:
+            consumer.unsubscribe()
 
     def close(self) -> None:
         self._consumer.close()
@@ -125,7 +162,10 @@ def compute_lag(source: OffsetSource, groups: Mapping[str, Iterable[str]]) -> li
                 continue  # the topic was deleted between the calls
             position = committed if committed is not None else starts.get(tp, 0)
             # A committed offset can pass the end offset seen a moment earlier: never negative.
-            out.append(PartitionLag(group, tp.topic, tp.partition, max(0, end - position)))
+            lag = max(0, end - position)
+            if 0 < lag <= MARKER_SLACK and not source.holds_records(tp, position, end):
+                lag = 0  # only transaction markers (or aborted records) between: caught up
+            out.append(PartitionLag(group, tp.topic, tp.partition, lag))
     return out
 
 

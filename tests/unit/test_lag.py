@@ -27,6 +27,9 @@ class FakeOffsets:
         self.starts = starts or {}
         self.closed = False
         self.fail = False
+        #: offsets holding committed data records; None: every offset does (no transactions).
+        self.records: dict[TopicPartition, set[int]] | None = None
+        self.gap_reads: list[tuple[TopicPartition, int, int]] = []
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
         if self.fail:
@@ -41,6 +44,12 @@ class FakeOffsets:
 
     def beginning_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.starts.get(tp, 0) for tp in partitions}
+
+    def holds_records(self, partition: TopicPartition, start: int, end: int) -> bool:
+        self.gap_reads.append((partition, start, end))
+        if self.records is None:
+            return True
+        return any(start <= o < end for o in self.records.get(partition, ()))
 
     def close(self) -> None:
         self.closed = True
@@ -138,3 +147,26 @@ def test_worker_monitor_watches_faust_and_sink_groups(interval: float | None) ->
     assert "p.cdp.events.raw" in monitor._groups["w1"]
     assert "p.cdp.profiles.changes" in monitor._groups["w1-sink"]
     assert monitor._interval_s == (interval or DEFAULT_INTERVAL_S)
+
+
+def test_a_gap_of_transaction_markers_only_is_no_lag() -> None:
+    # a/0: records 0-3, then markers at 4 and 5; the group read everything (committed 4).
+    # a/1: records up to 9 with a marker at 10; the group is one record behind (committed 9).
+    source = FakeOffsets({"a": 2}, ends={A0: 6, A1: 11}, committed={"g": {A0: 4, A1: 9}})
+    source.records = {A0: {0, 1, 2, 3}, A1: set(range(10))}
+    assert compute_lag(source, {"g": ["a"]}) == [
+        PartitionLag("g", "a", 0, 0),
+        PartitionLag("g", "a", 1, 2),
+    ]
+    assert source.gap_reads == [(A0, 4, 6), (A1, 9, 11)]
+
+
+def test_only_small_gaps_are_read() -> None:
+    from pipeline.lag import MARKER_SLACK
+
+    big = MARKER_SLACK + 1
+    source = FakeOffsets({"a": 2}, ends={A0: big, A1: 3}, committed={"g": {A0: 0, A1: 3}})
+    source.records = {}
+    lags = compute_lag(source, {"g": ["a"]})
+    assert lags == [PartitionLag("g", "a", 0, big), PartitionLag("g", "a", 1, 0)]
+    assert source.gap_reads == []  # a big gap is reported as is; no gap, nothing to read
