@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.avro import EVENT_SCHEMA, SerializationError, encode_event
+
+# encode_long's memo of large values, read inline by the generated code (see _primitive).
+from pipeline.avro_codec import _LARGE as _LARGE_LONGS
 from pipeline.avro_codec import SMALL_LONGS as _SMALL
 from pipeline.avro_codec import SMALL_LONGS_LIMIT as _SMALL_LIMIT
 from pipeline.avro_codec import encode_long
@@ -154,9 +157,15 @@ class _Compiler:
             self._emit(depth, f"out(S[{size}] if {size} < N else L({size}))")
             self._emit(depth, f"out({data})")
         elif kind in ("long", "int"):
+            # Large values (timestamps) look in encode_long's memo inline, ints only (a float
+            # equal to a memoized int must still be refused by encode_long).
             number = self._name()
             self._emit(depth, f"{number} = {expr}")
-            self._emit(depth, f"out(S[{number}] if 0 <= {number} < N else L({number}))")
+            self._emit(
+                depth,
+                f"out(S[{number}] if 0 <= {number} < N "
+                f"else (type({number}) is int and LM.get({number})) or L({number}))",
+            )
         elif kind == "boolean":
             self._emit(depth, f"out(B[{expr}])")
         elif kind == "null":
@@ -212,6 +221,7 @@ def _compile(schema: Any) -> Callable[[dict[str, Any], Callable[[bytes], None]],
     source = "def write(record, out):\n" + "\n".join(compiler.lines) + "\n"
     namespace: dict[str, Any] = {
         "L": encode_long,
+        "LM": _LARGE_LONGS,
         "S": _SMALL,
         "N": _SMALL_LIMIT,
         "B": _BOOLEAN,

@@ -286,8 +286,10 @@ class Enricher:
                     candidates.append((id_type, raw))
         seen: set[tuple[str, str]] = set()
         identifiers: list[dict[str, str]] = []
+        cached = self._normalize_cached
         for id_type, raw in candidates:
-            value = self._normalize(id_type, raw)
+            # A string (the usual id) goes straight to the cache: what _normalize would do.
+            value = cached(id_type, raw) if type(raw) is str else self._normalize(id_type, raw)
             if value is not None and (id_type, value) not in seen:
                 seen.add((id_type, value))
                 identifiers.append({"type": id_type, "value": value})
@@ -393,16 +395,29 @@ _NO_UTM: dict[str, str | None] = dict.fromkeys(UTM_KEYS)
 
 def _utm(message: Message) -> dict[str, str | None]:
     """context.campaign first; utm_* query parameters of the page URL fill the gaps."""
-    from_url = query_params(message.page_url)
-    if not message.campaign and not from_url:
-        return _NO_UTM  # read only: the caller copies it into the event's context
+    from_url = url_utm(message.page_url)
+    campaign = message.campaign
+    if not campaign:
+        return from_url  # read only: the caller copies it into the event's context
     utm: dict[str, str | None] = {}
     for key in UTM_KEYS:
-        value = message.campaign.get(key)
-        if value is None and key in from_url:
-            value = clean_text(from_url[key], TEXT_LIMITS["utm"])
-        utm[key] = value
+        value = campaign.get(key)
+        utm[key] = from_url[key] if value is None else value
     return utm
+
+
+@lru_cache(maxsize=16384)
+def url_utm(page_url: str | None) -> dict[str, str | None]:
+    """The cleaned utm_* query parameters of a page URL, None for each one missing.
+
+    Cached (and so shared, read only): landing pages repeat, and this was a loop over the
+    parameters with a text clean-up per event.
+    """
+    from_url = query_params(page_url)
+    if not from_url:
+        return _NO_UTM
+    limit = TEXT_LIMITS["utm"]
+    return {key: clean_text(from_url[key], limit) if key in from_url else None for key in UTM_KEYS}
 
 
 def _json(value: Mapping[str, Any], field: str) -> str:

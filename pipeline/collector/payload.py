@@ -63,6 +63,7 @@ _URL_LIMIT = TEXT_LIMITS["url"]
 _TITLE_LIMIT = TEXT_LIMITS["title"]
 _UA_LIMIT = TEXT_LIMITS["user_agent"]
 _LOCALE_LIMIT = TEXT_LIMITS["locale"]
+_LIBRARY_LIMIT = TEXT_LIMITS["library"]
 # Longest accepted ISO-8601 string; bounds the work fromisoformat does on hostile input.
 _MAX_TIMESTAMP_CHARS = 64
 
@@ -75,6 +76,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIMESTAMPS: dict[str, int] = {}
 _TIMESTAMPS_CACHED = 4096
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# context.library by (name, version): an SDK sends the same pair with every event. Bounded.
+_LIBRARIES: dict[tuple[str, str | None], str | None] = {}
+_LIBRARIES_CACHED = 1024
+_MISSING = object()
 _ONE_MS = timedelta(milliseconds=1)
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
@@ -155,6 +160,11 @@ class Message(NamedTuple):
     library: str | None = None
     campaign: Mapping[str, str] = _NO_FIELDS
     consent: tuple[str, ...] = ()
+
+
+# What ``Message(...)`` runs, without the generated Python ``__new__`` in between (a frame with
+# 23 arguments per event); parse_message passes every field, so no default is skipped.
+_new_message = tuple.__new__
 
 
 def decode_json(body: bytes, *, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, Any]:
@@ -273,30 +283,33 @@ def parse_message(payload: Mapping[str, Any], *, type_hint: str | None = None) -
         _check_required(
             msg_type, user_id, anonymous_id, previous_id, group_id, traits, context_traits
         )
-    return Message(
-        msg_type,
-        event,
-        user_id,
-        anonymous_id,
-        previous_id,
-        group_id,
-        message_id,
-        timestamp_ms,
-        sent_at_ms,
-        write_key,
-        properties,
-        traits,
-        context_traits,
-        ip,
-        user_agent,
-        page_url,
-        page_path,
-        page_title,
-        referrer,
-        locale,
-        library,
-        campaign,
-        consent,
+    return _new_message(
+        Message,
+        (
+            msg_type,
+            event,
+            user_id,
+            anonymous_id,
+            previous_id,
+            group_id,
+            message_id,
+            timestamp_ms,
+            sent_at_ms,
+            write_key,
+            properties,
+            traits,
+            context_traits,
+            ip,
+            user_agent,
+            page_url,
+            page_path,
+            page_title,
+            referrer,
+            locale,
+            library,
+            campaign,
+            consent,
+        ),
     )
 
 
@@ -479,6 +492,31 @@ def _optional_text(value: Any, limit: int) -> str | None:
 
 
 def _library(context: Mapping[str, Any]) -> str | None:
+    """``name/version`` of ``context.library``; memoized, as every event of an SDK repeats it."""
+    library = context.get("library")
+    if type(library) is dict:
+        name = library.get("name")
+        version = library.get("version")
+        # Only short strings are memoized (every real SDK name): the memo stays small, and a
+        # key of other types could be unhashable or equal across types (1 == True).
+        if (
+            type(name) is str
+            and (version is None or type(version) is str)
+            and len(name) <= _LIBRARY_LIMIT
+            and (version is None or len(version) <= _LIBRARY_LIMIT)
+        ):
+            key = (name, version)
+            joined = _LIBRARIES.get(key, _MISSING)
+            if joined is _MISSING:
+                joined = _parse_library(context)
+                if len(_LIBRARIES) >= _LIBRARIES_CACHED:
+                    _LIBRARIES.clear()
+                _LIBRARIES[key] = joined
+            return joined  # type: ignore[return-value]
+    return _parse_library(context)
+
+
+def _parse_library(context: Mapping[str, Any]) -> str | None:
     library = _object(context, "library", "context.library")
     name = _text(library, "name", "context.library.name", TEXT_LIMITS["library"])
     version = _text(library, "version", "context.library.version", TEXT_LIMITS["library"])

@@ -18,15 +18,21 @@ from pipeline.collector.enrich import (
     MAX_FUTURE_MS,
     Enricher,
     UserAgentParser,
+    _utm,
     classify_channel,
     event_time_ms,
+    query_params,
     random_uuid4,
     truncate_ip,
 )
 from pipeline.collector.payload import (
     MESSAGE_TYPES,
+    TEXT_LIMITS,
+    UTM_KEYS,
     AuthError,
+    Message,
     PayloadError,
+    clean_text,
     decode_json,
 )
 from pipeline.identity.config import IdentityConfig
@@ -809,3 +815,42 @@ def test_fuzz_batch_raises_only_contract_errors(
         assert len(events) + len(rejections) == len(items)
         assert [r.index for r in rejections] == sorted({r.index for r in rejections})
         avro.encode_batch(events)
+
+
+def _utm_per_event(message: Message) -> dict[str, str | None]:
+    """The utm rule as it ran per event before url_utm cached the URL's part: the reference."""
+    from_url = query_params(message.page_url)
+    utm: dict[str, str | None] = {}
+    for key in UTM_KEYS:
+        value = message.campaign.get(key)
+        if value is None and key in from_url:
+            value = clean_text(from_url[key], TEXT_LIMITS["utm"])
+        utm[key] = value
+    return utm
+
+
+_UTM_URLS = [
+    None,
+    "",
+    "https://shop.example/",
+    "https://shop.example/p?utm_source=news&utm_medium=email",
+    "https://shop.example/p?utm_source=%20&utm_term=a%00b&utm_source=second",
+    "https://shop.example/p?utm_content=" + "x" * 300,
+    "https://shop.example/p?gclid=1&other=2",
+    "https://[::1/broken?utm_source=x",
+]
+_CAMPAIGNS: list[dict[str, str]] = [
+    {},
+    {"utm_source": "google"},
+    {"utm_medium": "cpc", "utm_campaign": "spring", "utm_term": "t", "utm_content": "c"},
+]
+
+
+@pytest.mark.parametrize("campaign", _CAMPAIGNS)
+@pytest.mark.parametrize("page_url", _UTM_URLS)
+def test_utm_with_the_cached_url_part_is_the_per_event_rule(
+    page_url: str | None, campaign: dict[str, str]
+) -> None:
+    message = Message("page", page_url=page_url, campaign=campaign)
+    for _ in range(2):  # computed, then cached
+        assert _utm(message) == _utm_per_event(message)

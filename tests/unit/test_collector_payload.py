@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.collector import payload as payload_module
 from pipeline.collector.deadletter import MAX_RAW_BYTES, dead_letter_record, raw_excerpt
 from pipeline.collector.payload import (
     MAX_BATCH_BYTES,
@@ -501,3 +502,55 @@ def test_write_keys_are_redacted_from_dead_letters(raw: Any) -> None:
     record = orjson.loads(dead_letter_record(raw, "r", None, "web", 1))
     assert "s3cret" not in record["raw"]
     assert '"<redacted>"' in record["raw"]
+
+
+_LIBRARIES: list[Any] = [
+    {"name": "analytics.js", "version": "4.1.0"},
+    {"name": "analytics.js"},
+    {"name": "analytics.js", "version": None},
+    {"name": "analytics.js", "version": ""},
+    {"name": "  ", "version": "1"},
+    {"name": "a\x00b", "version": "1\x7f"},
+    {"name": "n" * 128, "version": "v"},
+    {"name": "n" * 129, "version": "v"},
+    {"name": "n", "version": "v" * 200},
+    {"name": 1, "version": "1"},
+    {"name": True, "version": "1"},
+    {"name": "x", "version": 2},
+    {"name": ["x"], "version": "1"},
+    {"version": "1"},
+    {},
+    None,
+    "analytics.js",
+    [],
+]
+
+
+@pytest.mark.parametrize("library", _LIBRARIES, ids=repr)
+def test_the_memoized_library_is_what_the_full_parse_gives(library: Any) -> None:
+    context = {"library": library}
+
+    def outcome(parse: Any) -> tuple[str, Any]:
+        try:
+            return "ok", parse(context)
+        except PayloadError as exc:
+            return "error", (exc.field, exc.reason)
+
+    expected = outcome(payload_module._parse_library)
+    for _ in range(2):  # computed, then from the memo
+        assert outcome(payload_module._library) == expected
+
+
+def test_parse_message_builds_a_complete_message() -> None:
+    message = parse_message(
+        {"type": "track", "event": "E", "userId": "u", "context": {"ip": "1.2.3.4"}}
+    )
+    assert type(message) is Message
+    assert len(message) == len(Message._fields)
+    assert message == Message(**message._asdict())
+    assert (message.type, message.event, message.user_id, message.ip) == (
+        "track",
+        "E",
+        "u",
+        "1.2.3.4",
+    )

@@ -167,3 +167,12 @@ def test_long_encoding_matches_the_spec_at_the_edges() -> None:
     assert encode_long(64) == b"\x80\x01"
     assert encode_long(2**63 - 1) == b"\xfe" + b"\xff" * 8 + b"\x01"
     assert encode_long(-(2**63)) == b"\xff" * 9 + b"\x01"
+
+
+def test_large_longs_read_from_the_memo_inline_are_still_type_checked() -> None:
+    event = ENRICHER.event(dict(SEGMENT_MESSAGES[0]), write_key="k")
+    first = encode_event_fast({**event, "timestamp": 1_500_000_000_000})
+    again = encode_event_fast({**event, "timestamp": 1_500_000_000_000})  # from the memo
+    assert first == again == avro.encode_event({**event, "timestamp": 1_500_000_000_000})
+    with pytest.raises(SerializationError):
+        encode_event_fast({**event, "timestamp": 1.5e12})  # equal to a memoized key

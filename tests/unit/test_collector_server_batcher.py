@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pipeline import avro
 from pipeline.collector.avro_writer import encode_event_fast
@@ -196,3 +198,48 @@ def test_close_flushes_what_is_open_then_refuses() -> None:
 
     run(scenario)
     assert len(producer.messages) == 1
+
+
+class _LoopOnlyBatcher(Batcher):
+    """The batcher without its whole-request fast path: every event takes the general loop."""
+
+    def _fits(self, batch: Any, count: int, size: int) -> bool:
+        return False
+
+
+def _batching(batcher: Batcher, requests: list[list[int]]) -> list[Any]:
+    """For each request, which batches its futures are; then every batch's parts, in order."""
+    ordinals: dict[int, int] = {}
+    futures_seen = []
+    for request_number, sizes in enumerate(requests):
+        events = [bytes([request_number % 256]) * size for size in sizes]
+        futures = batcher.add(0, events)
+        futures_seen.append([ordinals.setdefault(id(f), len(ordinals)) for f in futures])
+    batches = [*batcher._sealed, *batcher._open.values()]
+    return [futures_seen, [(b.parts, b.size) for b in batches]]
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(
+    requests=st.lists(st.lists(st.integers(1, 9), max_size=6), max_size=8),
+    max_events=st.integers(1, 6),
+    max_bytes=st.integers(12, 60),
+)
+@example(requests=[[1], [1, 1], [1]], max_events=3, max_bytes=120)  # fills max_events exactly
+@example(requests=[[4], [2, 3], [1]], max_events=9, max_bytes=20)  # fills max_bytes exactly
+@example(requests=[[5, 5]], max_events=9, max_bytes=20)  # a new batch's framing counts
+def test_the_whole_request_fast_path_batches_as_the_per_event_loop(
+    requests: list[list[int]], max_events: int, max_bytes: int
+) -> None:
+    limits = BatchLimits(linger_s=10.0, max_events=max_events, max_bytes=max_bytes)
+
+    async def scenario() -> list[list[Any]]:
+        results = []
+        for kind in (Batcher, _LoopOnlyBatcher):
+            batcher = kind(FakeProducer().send, limits)  # not started: nothing is sent
+            results.append(_batching(batcher, requests))
+            await batcher.close(0.0)
+        return results
+
+    fast, loop = run(scenario)
+    assert fast == loop
