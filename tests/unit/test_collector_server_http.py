@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import logging
 import zlib
@@ -15,7 +16,7 @@ from pipeline.collector.openapi import openapi_spec
 from pipeline.collector.payload import MESSAGE_TYPES, PayloadError, PayloadTooLargeError
 from pipeline.collector.producer import person_key
 from pipeline.collector.routes import basic_user, cookie_attributes, first_values
-from pipeline.collector.server import check_cookie_settings
+from pipeline.collector.server import GC_YOUNG_THRESHOLD, check_cookie_settings, tune_gc
 from pipeline.settings import Settings
 
 
@@ -131,3 +132,14 @@ def test_aiohttp_error_logs_keep_neither_the_address_nor_the_request_text() -> N
     [record] = records
     assert record.getMessage() == "Error handling request from 203.0.113.0 (ValueError)"
     assert record.exc_info is None and record.exc_text is None
+
+
+def test_tune_gc_raises_the_young_threshold_and_freezes_the_startup_heap() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
