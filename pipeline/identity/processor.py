@@ -41,7 +41,12 @@ from pipeline.identity.stage import StageOutput, resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.buffered import BufferedTable
-from pipeline.worker.txsend import DeadLetters, SourceTransactionSender, as_current_event
+from pipeline.worker.txsend import (
+    DeadLetters,
+    SourceTransactionSender,
+    as_current_event,
+    commit_gate,
+)
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
@@ -94,6 +99,7 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     messages_counter = metrics.messages_processed.labels(AGENT)
 
     tx = SourceTransactionSender(app)
+    gate = commit_gate(app)
     group_messages = settings.worker_batch_messages
     group_within_s = settings.worker_batch_within_ms / 1000
     invalid_topic = invalid.get_topic_name()
@@ -160,23 +166,24 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         groups = stream.take_events(group_messages, within=group_within_s)  # type: ignore[attr-defined]
         async for group in groups:
             started = time.perf_counter()
-            last = group[-1]  # one source partition: any event of the group names it
-            with as_current_event(last):  # table writes go to the changelog partition of it
-                try:
-                    out = resolve_group(group)
-                    commit_group()
-                except Exception:
-                    discard_group()
-                    out = resolve_one_by_one(group)
-            for partition in sorted(out.frames.keys() | out.merges.keys() | out.folds.keys()):
-                frames = out.frames.get(partition, [])
-                merges, folds = out.merges.get(partition, []), out.folds.get(partition, [])
-                for value in frame_chunks(frames, merges, folds):
-                    await tx.send(last, resolved_topic, value, partition=partition)
-            if out.changes:
-                await tx.send(last, changes_topic, orjson.dumps(out.changes), partition=0)
-            for bad, reason in out.dead:
-                await dead_letter(last, bad, reason)
+            async with gate.group():  # a commit never splits a group's writes and sends
+                last = group[-1]  # one source partition: any event of the group names it
+                with as_current_event(last):  # table writes go to the changelog partition of it
+                    try:
+                        out = resolve_group(group)
+                        commit_group()
+                    except Exception:
+                        discard_group()
+                        out = resolve_one_by_one(group)
+                for partition in sorted(out.frames.keys() | out.merges.keys() | out.folds.keys()):
+                    frames = out.frames.get(partition, [])
+                    merges, folds = out.merges.get(partition, []), out.folds.get(partition, [])
+                    for value in frame_chunks(frames, merges, folds):
+                        await tx.send(last, resolved_topic, value, partition=partition)
+                if out.changes:
+                    await tx.send(last, changes_topic, orjson.dumps(out.changes), partition=0)
+                for bad, reason in out.dead:
+                    await dead_letter(last, bad, reason)
             if out.errors:
                 metrics.processing_errors.labels(AGENT).inc(out.errors)
             events_counter.inc(out.events)

@@ -42,7 +42,12 @@ from pipeline.profile.stage import (
     process_batch,
 )
 from pipeline.worker.buffered import BufferedTable, RecentCache
-from pipeline.worker.txsend import DeadLetters, SourceTransactionSender, as_current_event
+from pipeline.worker.txsend import (
+    DeadLetters,
+    SourceTransactionSender,
+    as_current_event,
+    commit_gate,
+)
 
 log = logging.getLogger(__name__)
 AGENT: Final = "profile"
@@ -88,6 +93,7 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     errors = metrics.processing_errors.labels(AGENT)
 
     tx = SourceTransactionSender(app)
+    gate = commit_gate(app)
     group_messages = settings.worker_batch_messages
     group_within_s = settings.worker_batch_within_ms / 1000
     invalid_topic = invalid.get_topic_name()
@@ -145,29 +151,32 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         groups = stream.take_events(group_messages, within=group_within_s)  # type: ignore[attr-defined]
         async for group in groups:
             started = time.perf_counter()
-            by_partition: dict[int, list[EventT[bytes]]] = {}
-            for event in group:
-                by_partition.setdefault(event.message.partition, []).append(event)
-            for partition, events in by_partition.items():
-                last = events[-1]  # the source partition's event the outputs travel with
-                with as_current_event(last):  # table writes go to this partition's changelog
-                    out = apply_partition(events)
-                    store.flush()
-                for destination, body in out.forwards:
-                    await tx.send(
-                        last,
-                        resolved_topic,
-                        avro.encode_resolved(body),
-                        partition=destination,
-                        headers=ORIGIN_HEADER,
-                    )
-                for key, value in encode_changes(out.rows.values(), partition, last.message.offset):
-                    await tx.send(last, changes_topic, value, key=key, partition=partition)
-                for raw_value, reason in out.dead:
-                    await dead_letter(last, raw_value, reason)
-                events_counter.inc(out.events)
-                messages_counter.inc(len(events))
-                metrics.profile_updates.inc(out.updates)
+            async with gate.group():  # a commit never splits a group (see txsend.CommitGate)
+                by_partition: dict[int, list[EventT[bytes]]] = {}
+                for event in group:
+                    by_partition.setdefault(event.message.partition, []).append(event)
+                for partition, events in by_partition.items():
+                    last = events[-1]  # the source partition's event the outputs travel with
+                    with as_current_event(last):  # table writes go to this partition's changelog
+                        out = apply_partition(events)
+                        store.flush()
+                    for destination, body in out.forwards:
+                        await tx.send(
+                            last,
+                            resolved_topic,
+                            avro.encode_resolved(body),
+                            partition=destination,
+                            headers=ORIGIN_HEADER,
+                        )
+                    for key, value in encode_changes(
+                        out.rows.values(), partition, last.message.offset
+                    ):
+                        await tx.send(last, changes_topic, value, key=key, partition=partition)
+                    for raw_value, reason in out.dead:
+                        await dead_letter(last, raw_value, reason)
+                    events_counter.inc(out.events)
+                    messages_counter.inc(len(events))
+                    metrics.profile_updates.inc(out.updates)
             seconds.observe(time.perf_counter() - started)
 
     return profiles

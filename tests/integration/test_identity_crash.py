@@ -38,13 +38,6 @@ from tests.integration.worker_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,  # about two minutes: two worker start-ups and a table rebuild
-    pytest.mark.xfail(
-        strict=False,
-        reason="known gap, being closed: after SIGKILL, 0 to 1 of 5,000 events still end on a "
-        "pre-merge customer in repeated runs (it was dozens before outputs joined the source "
-        "transaction and the producer buffer was flushed before each commit). See README, "
-        "'Delivery guarantees'.",
-    ),
 ]
 
 
