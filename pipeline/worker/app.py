@@ -48,10 +48,10 @@ def create_faust_app(settings: Settings) -> faust.App:
     from pipeline.worker.rocksdb_options import RocksDBMemory, bounded_table_class
     from pipeline.worker.txsend import (
         commit_transactions_concurrently,
-        flush_buffer_before_transaction_commit,
+        guard_transaction_commits,
     )
 
-    flush_buffer_before_transaction_commit()
+    guard_transaction_commits()
     commit_transactions_concurrently()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     rocksdb_memory = RocksDBMemory.from_settings(settings)
