@@ -66,8 +66,14 @@ transaction timeout and the worker exited; ``--guarantee exactly_once`` reproduc
 cause: each input message puts ~240 table changelog records into faust's producer buffer,
 which a transactional worker drained at only ~300-500 records/s (its per-partition producers
 are locked while a commit, every 0.5 s, is under way), so the buffer grew without bound and the
-flush before each commit never ended within the 60 s transaction timeout.
-``--set commit_interval_s=5`` let the same load finish under exactly-once.
+flush before each commit never ended within the 60 s transaction timeout (faust's
+``wait_until_ebb`` sends at most 100 buffered records per input message, then lets the stream
+go on: no back-pressure). No setting fixes it: ``--set commit_interval_s=5`` got 30,000
+identifiers through but was fenced at 100,000. Making ``wait_until_ebb`` wait until the buffer
+is back under its 100 records (an experiment, not in the code) got 100,000 through under
+exactly-once, once ``worker_batch_messages`` was 32: with full groups of 64 messages the
+identity stage's ``cdp.identity.changes`` message (~1.3 MB) exceeded the producer's 1 MB
+``max_request_size``.
 The machine is shared: the load average is part of the result.
 """
 
