@@ -39,6 +39,7 @@ from pipeline.identity.dedup import EventIdWindow
 from pipeline.identity.engine import IdentityEngine
 from pipeline.identity.stage import StageOutput, resolve_batch
 from pipeline.identity.state import CustomerRecord, IdentityState
+from pipeline.jsonchunks import json_arrays
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.buffered import BufferedTable
 from pipeline.worker.txsend import (
@@ -46,12 +47,16 @@ from pipeline.worker.txsend import (
     SourceTransactionSender,
     as_current_event,
     commit_gate,
+    drain_producer_buffer,
 )
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
 MAX_RESOLVED_BYTES: Final = 512 * 1024
 """Events per resolved message are cut below this (Kafka's default max message is 1 MB)."""
+MAX_CHANGES_BYTES: Final = 512 * 1024
+"""Identity changes per message are cut below this: a group of 64 messages of new identifiers
+made 1.3 MB, over the producer's 1 MB request limit, and the send failed."""
 
 
 def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetrics) -> Any:
@@ -180,10 +185,13 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                     merges, folds = out.merges.get(partition, []), out.folds.get(partition, [])
                     for value in frame_chunks(frames, merges, folds):
                         await tx.send(last, resolved_topic, value, partition=partition)
-                if out.changes:
-                    await tx.send(last, changes_topic, orjson.dumps(out.changes), partition=0)
+                changes = (orjson.dumps(change) for change in out.changes)
+                for value in json_arrays(changes, MAX_CHANGES_BYTES):
+                    await tx.send(last, changes_topic, value, partition=0)
                 for bad, reason in out.dead:
                     await dead_letter(last, bad, reason)
+                # Back-pressure: this group's changelog records are on their way before the next.
+                await drain_producer_buffer(app)
             if out.errors:
                 metrics.processing_errors.labels(AGENT).inc(out.errors)
             events_counter.inc(out.events)

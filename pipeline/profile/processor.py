@@ -47,6 +47,7 @@ from pipeline.worker.txsend import (
     SourceTransactionSender,
     as_current_event,
     commit_gate,
+    drain_producer_buffer,
 )
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                     events_counter.inc(out.events)
                     messages_counter.inc(len(events))
                     metrics.profile_updates.inc(out.updates)
+                # Back-pressure: this group's changelog records are on their way before the next.
+                await drain_producer_buffer(app)
             seconds.observe(time.perf_counter() - started)
 
     return profiles

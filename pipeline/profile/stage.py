@@ -67,6 +67,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from pipeline.jsonchunks import json_arrays
 from pipeline.partitioning import partition_for
 from pipeline.profile.aggregate import apply_all, merge
 from pipeline.profile.state import ProfileState, from_bytes, to_bytes
@@ -355,18 +356,9 @@ def encode_changes(
     rows: Iterable[dict[str, Any]], partition: int, offset: int
 ) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` messages for ``cdp.profiles.changes`` (format: module docstring)."""
-    chunk: list[bytes] = []
-    size = 0
-    index = 0
-    for row in rows:
-        data = orjson.dumps(row, default=_json_default, option=orjson.OPT_UTC_Z)
-        if chunk and size + len(data) > MAX_CHANGE_BYTES:
-            yield f"{partition}:{offset}:{index}".encode(), b"[" + b",".join(chunk) + b"]"
-            chunk, size, index = [], 0, index + 1
-        chunk.append(data)
-        size += len(data) + 1
-    if chunk:
-        yield f"{partition}:{offset}:{index}".encode(), b"[" + b",".join(chunk) + b"]"
+    encoded = (orjson.dumps(row, default=_json_default, option=orjson.OPT_UTC_Z) for row in rows)
+    for index, value in enumerate(json_arrays(encoded, MAX_CHANGE_BYTES)):
+        yield f"{partition}:{offset}:{index}".encode(), value
 
 
 def profile_change_rows(value: bytes) -> list[tuple[Any, ...]]:

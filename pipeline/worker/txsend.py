@@ -116,15 +116,33 @@ def commit_gate(app: AppT) -> CommitGate:
     return gate
 
 
+async def drain_producer_buffer(app: AppT) -> None:
+    """Wait until faust's producer buffer has handed every record to the Kafka producer.
+
+    Table writes are synchronous, so faust queues their changelog records in a buffer that a
+    background task sends. faust's own ``flush`` returns as soon as no record was sent for
+    0.1 s, even with records left (a send waits while its producer commits), and before each
+    input message faust only waits for the buffer to fall to 100 records - while a group of
+    new identifiers queues thousands. On such a backlog the buffer grew without bound, a commit
+    could not drain it within the transaction timeout and the worker was fenced. The agents
+    therefore drain it after each group (back-pressure: the next group starts once the last
+    one's writes are on their way) and the commit drains it again, completely.
+    """
+    buffer = app.producer.buffer
+    while buffer.size:
+        await buffer.flush_atmost(buffer.size)
+
+
 def guard_transaction_commits() -> None:
     """Make each faust transaction commit whole groups, with faust's producer buffer drained.
 
     * Between groups: the commit waits for the running groups (:class:`CommitGate`).
-    * Buffer drained: table changelog writes go through faust's producer *buffer*
-      (``send_soon``) and reach Kafka asynchronously. Outside transactions faust flushes that
-      buffer before committing offsets; its exactly-once path does not, so a state write made
-      while processing input N could land in the transaction after the one that commits N's
-      offset - and a crash in between keeps N committed while its state change is lost.
+    * Buffer drained (:func:`drain_producer_buffer`): table changelog writes go through faust's
+      producer *buffer* (``send_soon``) and reach Kafka asynchronously. Outside transactions
+      faust flushes that buffer before committing offsets; its exactly-once path does not, so
+      a state write made while processing input N could land in the transaction after the one
+      that commits N's offset - and a crash in between keeps N committed while its state
+      change is lost.
 
     Patched once per process, at worker start.
     """
@@ -138,7 +156,7 @@ def guard_transaction_commits() -> None:
         self: TransactionManager, offsets: Any, start_new_transaction: bool = True
     ) -> bool:
         async with commit_gate(self.app).committing():
-            await self.app.producer.flush()
+            await drain_producer_buffer(self.app)
             return await original(self, offsets, start_new_transaction=start_new_transaction)
 
     commit._cdp_guarded = True  # type: ignore[attr-defined]
