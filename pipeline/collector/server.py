@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -26,6 +25,7 @@ from pipeline.collector.openapi import openapi_spec
 from pipeline.collector.payload import MAX_BATCH_BYTES
 from pipeline.collector.producer import KafkaGateway
 from pipeline.collector.routes import CollectorRoutes
+from pipeline.gctune import tune_gc
 from pipeline.httpd import health_handler, metrics_handler, serve
 from pipeline.metrics import BuildMetrics, CollectorMetrics
 from pipeline.settings import TOPIC_INVALID, TOPIC_RAW, Settings
@@ -103,28 +103,6 @@ def build_collector(
     app.router.add_get("/metrics", metrics_handler(registry))  # type: ignore[arg-type]
     app.router.add_get("/openapi.json", openapi)
     return app
-
-
-#: Net allocations of container objects between two young-generation collections (CPython's
-#: default is 700). See :func:`tune_gc`.
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage far less often, and never rescan what startup built.
-
-    Why: a batch request keeps its parsed body and events alive while it waits for Kafka's
-    acknowledgement, so with the default threshold (700) every request's objects survived a
-    young collection or two and were promoted, which triggered full collections of the whole
-    heap: under ``bench.bench_collector`` (15 s, loaded box) the collections took ~3 s against
-    ~14 s of collector CPU, most of it 35 full ones. Almost everything here is freed by
-    reference counting: at 50,000 the same run had 2 young collections and no full one.
-    ``gc.freeze`` then moves the modules, parsers and app built at startup out of the collected
-    generations for good. Called once the app has started (after the parsers' warm-up).
-    """
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-    gc.freeze()
 
 
 async def _run(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import CollectorRegistry
 
+from pipeline.gctune import tune_gc
 from pipeline.httpd import serve
 from pipeline.settings import Settings
 
@@ -124,6 +125,11 @@ def run_worker(settings: Settings) -> None:
     settings.check_production()
     use_uvloop()
     app = create_app(settings)
+    # Groups of decoded events stay alive while their outputs are sent, and the table caches
+    # hold tens of thousands of entries: with CPython's default threshold an e2e run spent
+    # 1.85 s of 25 s of worker CPU in collections (21 full ones), 0.42 s with this
+    # (pipeline/gctune.py).
+    tune_gc()
     tabledir = Path(app.conf.tabledir)
     marker = settings.data_dir / "faust" / f"{settings.worker_id}.running"
     if marker.exists():

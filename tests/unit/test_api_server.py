@@ -30,7 +30,9 @@ def test_startup_freezes_the_objects_alive_then() -> None:
             await runner.cleanup()
 
     gc.unfreeze()
+    threshold = gc.get_threshold()
     try:
         assert asyncio.run(start_and_stop()) > 0
     finally:
         gc.unfreeze()  # leave the test process as it was
+        gc.set_threshold(*threshold)

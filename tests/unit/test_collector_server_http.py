@@ -16,7 +16,8 @@ from pipeline.collector.openapi import openapi_spec
 from pipeline.collector.payload import MESSAGE_TYPES, PayloadError, PayloadTooLargeError
 from pipeline.collector.producer import person_key
 from pipeline.collector.routes import basic_user, cookie_attributes, first_values
-from pipeline.collector.server import GC_YOUNG_THRESHOLD, check_cookie_settings, tune_gc
+from pipeline.collector.server import check_cookie_settings
+from pipeline.gctune import GC_YOUNG_THRESHOLD, tune_gc
 from pipeline.settings import Settings
 
 
