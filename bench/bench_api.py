@@ -37,8 +37,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry
 
+from bench.procs import run_child
 from pipeline.api.server import build_api
 from pipeline.settings import load_settings
 from pipeline.storage.clickhouse import connect
@@ -310,25 +309,10 @@ def run(
 ) -> dict[str, Any]:
     """:func:`measure` in a child process, for callers that may hold another chDB path already
     (``make bench`` runs every benchmark in one process, and chDB opens one path per process)."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.bench_api",
-        str(n_profiles),
-        "--requests",
-        str(requests),
-        "--kinds",
-        ",".join(kinds),
-    ]
+    args = [str(n_profiles), "--requests", str(requests), "--kinds", ",".join(kinds)]
     if background_refresh:
-        command.append("--background-refresh")
-    done = subprocess.run(
-        [*command, "--json"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench_api failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        args.append("--background-refresh")
+    return run_child("bench.bench_api", *args)
 
 
 def _refresh_views(client: Client, database: str) -> list[str]:

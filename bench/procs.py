@@ -1,9 +1,16 @@
-"""What the benchmarks read about the processes they start: /proc figures and log tails."""
+"""What the benchmarks read about the processes they start: /proc figures and log tails; and
+running a benchmark in a child process of its own."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+from pipeline.settings import PROJECT_ROOT
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -38,3 +45,23 @@ def log_tail(path: Path, lines: int = 30) -> str:
     first = next((i for i, line in enumerate(text) if "ERROR" in line or "Traceback" in line), None)
     head = [] if first is None or first >= len(text) - lines else [*text[first : first + 15], "…"]
     return "\n".join([*head, *text[-lines:]])
+
+
+def run_child(module: str, *args: str) -> dict[str, Any]:
+    """``python -m <module> <args> --json`` in a child process; its last stdout line, parsed.
+
+    For benchmarks that ``make bench`` runs in its one process but that must not share it: chDB
+    opens one data path per process, and an in-process faust app can leave a consumer thread
+    reconnecting to its stopped broker for the rest of the run (seen after ``bench_pipeline``).
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
