@@ -74,7 +74,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from bench.procs import cpu_seconds, log_tail, proc_status
+from bench.procs import cpu_seconds, log_tail, print_figures, proc_status
 from pipeline.demo import StreamFacts, scrape
 from pipeline.demo_report import score_identity
 from pipeline.loadgen.model import ModelConfig, SimEvent, Simulation, iso
@@ -983,17 +983,6 @@ def run(
     return result
 
 
-def _print(result: dict[str, Any], prefix: str = "") -> None:
-    for key, value in result.items():
-        if isinstance(value, dict):
-            _print(value, f"{prefix}{key}.")
-        elif isinstance(value, float):
-            text = f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4g}"
-            print(f"{prefix + key:>42}  {text}")
-        else:
-            print(f"{prefix + key:>42}  {value}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke mode)")
@@ -1015,7 +1004,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        _print(result)
+        print_figures(result)
 
 
 if __name__ == "__main__":

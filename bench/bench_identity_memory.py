@@ -89,7 +89,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import log_tail, proc_status
+from bench.procs import log_tail, print_figures, proc_status
 from pipeline.localstack.kafka import LocalKafka, free_port, stop_process
 from pipeline.settings import PROJECT_ROOT, TOPIC_RAW, Settings
 
@@ -687,16 +687,6 @@ def run(
     return result
 
 
-def _print(result: dict[str, Any], prefix: str = "") -> None:
-    for key, value in result.items():
-        if isinstance(value, dict):
-            _print(value, prefix=f"{key}.")
-        elif isinstance(value, float):
-            print(f"{prefix + key:>48}  {value:,.1f}")
-        else:
-            print(f"{prefix + key:>48}  {value}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="~5k identifiers (smoke)")
@@ -757,7 +747,7 @@ def main() -> None:
         if not sep or name not in Settings.model_fields:
             parser.error(f"--set {item}: expected NAME=VALUE with NAME a Settings field")
         overrides[name] = value
-    _print(
+    print_figures(
         run(
             quick=args.quick,
             identifiers=args.identifiers,
@@ -770,7 +760,8 @@ def main() -> None:
             stores_identifiers=args.stores_identifiers,
             stores_compare=args.stores_compare,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
+        ),
+        width=48,
     )
 
 

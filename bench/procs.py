@@ -1,5 +1,5 @@
-"""What the benchmarks read about the processes they start: /proc figures and log tails; and
-running a benchmark in a child process of its own."""
+"""What the benchmarks share about processes: /proc figures and log tails of the ones they
+start, running a benchmark in a child process of its own, and printing its figures."""
 
 from __future__ import annotations
 
@@ -65,3 +65,15 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
         raise RuntimeError(f"{module} failed: {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def print_figures(result: dict[str, Any], prefix: str = "", width: int = 42) -> None:
+    """A benchmark's (nested) figures, one ``name  value`` line each; nested names dotted."""
+    for key, value in result.items():
+        if isinstance(value, dict):
+            print_figures(value, f"{prefix}{key}.", width)
+        elif isinstance(value, float):
+            text = f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4g}"
+            print(f"{prefix + key:>{width}}  {text}")
+        else:
+            print(f"{prefix + key:>{width}}  {value}")
