@@ -75,7 +75,7 @@ import orjson
 from pydantic import SecretStr
 
 from bench.procs import cpu_seconds, log_tail, print_figures, proc_status
-from pipeline.demo import StreamFacts, scrape
+from pipeline.demo import DUPLICATES, EVENTS_ROWS, PROFILE_EVENTS, StreamFacts, scrape
 from pipeline.demo_report import score_identity
 from pipeline.loadgen.model import ModelConfig, SimEvent, Simulation, iso
 from pipeline.loadgen.send import Sender, SendOptions, SendStats, send_events
@@ -90,10 +90,6 @@ from pipeline.settings import (
 
 WRITE_KEY = "bench-write-key"
 API_TOKEN = "bench-api-token"  # noqa: S105 - a throwaway token of a throwaway stack
-PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
-EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
-#: Duplicate sends identity dropped: accepted, deliberately never reaching the profile stage.
-DUPLICATES = "cdp_identity_duplicate_events_total"
 E2E_HISTOGRAM = "cdp_e2e_latency_seconds"
 START_TIMEOUT_S = 180.0
 _WRITE_HEADERS = {
@@ -284,7 +280,7 @@ class Drain:
 
     async def _done(self) -> tuple[bool, str]:
         metrics = await asyncio.to_thread(scrape, self.stack.metrics_url)
-        profiled, rows = metrics.get(PROFILE_EVENTS, 0.0), metrics.get(EVENT_ROWS, 0.0)
+        profiled, rows = metrics.get(PROFILE_EVENTS, 0.0), metrics.get(EVENTS_ROWS, 0.0)
         lag = await asyncio.to_thread(self.lag)
         state = f"profile stage {profiled:,.0f} events, {rows:,.0f} event rows, lag {lag}"
         return lag == 0 and profiled >= rows, state
@@ -318,7 +314,7 @@ def stage_counts(stack: Stack) -> dict[str, float]:
         "identity": worker.get('cdp_agent_events_total{agent="identity"}', 0.0),
         "profile": worker.get(PROFILE_EVENTS, 0.0),
         "duplicates_dropped": worker.get(DUPLICATES, 0.0),
-        "event_rows": worker.get(EVENT_ROWS, 0.0),
+        "event_rows": worker.get(EVENTS_ROWS, 0.0),
         "dead_letters": sum(v for k, v in worker.items() if k.startswith("cdp_dead_letters_total")),
     }
 

@@ -90,6 +90,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import log_tail, print_figures, proc_status
+from pipeline.demo import EVENTS_ROWS, PROFILE_EVENTS
 from pipeline.localstack.kafka import LocalKafka, free_port, stop_process
 from pipeline.settings import PROJECT_ROOT, TOPIC_RAW, Settings
 
@@ -107,8 +108,6 @@ COMPARE_CACHE_ENTRIES = 10_000
 GOAL_BYTES_PER_IDENTIFIER = 300
 
 IDENTITY_EVENTS = 'cdp_agent_events_total{agent="identity"}'
-PROFILE_EVENTS = 'cdp_agent_events_total{agent="profile"}'
-EVENT_ROWS = 'cdp_sink_rows_total{table="events"}'
 NEW_IDENTIFIERS = "cdp_identity_identifiers_new_total"
 IDENTITY_TABLES = ("cdp-identity-identifiers", "cdp-identity-customers")
 #: The worker's RocksDB memory settings, reported with each run.
@@ -227,7 +226,7 @@ def _wait_processed(
         worker.check_alive()
         metrics = worker.metrics()
         if metrics is not None:
-            counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS, EVENT_ROWS)]
+            counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS, EVENTS_ROWS)]
             state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f}".format(*counts)
             if min(counts) >= events:
                 return metrics
@@ -367,7 +366,7 @@ def measure(
                 )
                 samples.append(sample)
                 counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS)]
-                counts.append(metrics.get(EVENT_ROWS, 0.0))
+                counts.append(metrics.get(EVENTS_ROWS, 0.0))
                 state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f} of {:,.0f}".format(
                     *counts, target
                 )
