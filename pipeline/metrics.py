@@ -33,6 +33,9 @@ class BuildMetrics:
 
 # Seconds-scale latencies: the e2e path crosses two Kafka hops and a batched sink.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# Event age at a stage: from the collector's receipt, tens of ms on an idle stack to seconds on a
+# backlog (the 0.75/1.5/3 s bounds resolve the commit-interval steps of exactly-once).
+AGE_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 # Per-message processing of a batch of events takes micro- to milliseconds.
 PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -56,6 +59,7 @@ class WorkerMetrics:
     sink_flush_seconds: Histogram
     sink_failures: Counter
     e2e_latency: Histogram
+    event_age: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -131,6 +135,15 @@ class WorkerMetrics:
                 "cdp_e2e_latency_seconds",
                 "Collector acknowledgement to the event's row written in ClickHouse.",
                 buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            event_age=Histogram(
+                "cdp_stage_event_age_seconds",
+                "Age (since the collector's receipt) of the oldest event of a group of input "
+                "messages when a stage has processed the group and handed its outputs to Kafka, "
+                "by stage: where an end-to-end delay builds up.",
+                ["stage"],
+                buckets=AGE_BUCKETS_S,
                 registry=r,
             ),
         )

@@ -52,6 +52,8 @@ from pipeline.worker.txsend import (
 
 log = logging.getLogger(__name__)
 AGENT = "identity"
+#: "No event yet" for the oldest receipt time of a group (later than any real one).
+NO_EVENT_MS: Final = 2**62
 MAX_RESOLVED_BYTES: Final = 512 * 1024
 """Events per resolved message are cut below this (Kafka's default max message is 1 MB)."""
 MAX_CHANGES_BYTES: Final = 512 * 1024
@@ -100,6 +102,7 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     engine = IdentityEngine(settings.identity_config, state)
     app.identity_engine = engine  # type: ignore[attr-defined]  # profile API lookups
     seconds = metrics.processing_seconds.labels(AGENT)
+    age = metrics.event_age.labels(AGENT)
     events_counter = metrics.events_processed.labels(AGENT)
     messages_counter = metrics.messages_processed.labels(AGENT)
 
@@ -125,6 +128,8 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 out.errors += 1
                 continue
             out.events += len(batch)
+            if batch:
+                out.oldest_ms = min(out.oldest_ms, batch[0]["received_at"])
             kept = [i for i, item in enumerate(batch) if recent.admit(item["event_id"])]
             if len(kept) < len(batch):  # a duplicate send of an event already resolved
                 out.duplicates += len(batch) - len(kept)
@@ -204,6 +209,8 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                 metrics.identity_identifiers.inc(out.new_identifiers)
             if out.duplicates:
                 metrics.identity_duplicates.inc(out.duplicates)
+            if out.oldest_ms < NO_EVENT_MS:
+                age.observe(max(0.0, time.time() - out.oldest_ms / 1000))
             seconds.observe(time.perf_counter() - started)
 
     return identity
@@ -223,6 +230,8 @@ class GroupOutput:
     events: int = 0
     duplicates: int = 0  # events dropped as a duplicate send (see pipeline/identity/dedup.py)
     errors: int = 0  # messages that could not be decoded or resolved
+    #: receipt time (ms) of the oldest message's first event; NO_EVENT_MS without events
+    oldest_ms: int = NO_EVENT_MS
     merges_count: int = 0
     new_identifiers: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
@@ -261,6 +270,7 @@ class GroupOutput:
         self.errors += other.errors
         self.merges_count += other.merges_count
         self.new_identifiers += other.new_identifiers
+        self.oldest_ms = min(self.oldest_ms, other.oldest_ms)
         for rule, count in other.refusals.items():
             self.refusals[rule] = self.refusals.get(rule, 0) + count
 

@@ -89,6 +89,7 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     app.on_partitions_revoked.connect(forget_cache)
     app.on_partitions_assigned.connect(forget_cache)
     seconds = metrics.processing_seconds.labels(AGENT)
+    age = metrics.event_age.labels(AGENT)
     events_counter = metrics.events_processed.labels(AGENT)
     messages_counter = metrics.messages_processed.labels(AGENT)
     errors = metrics.processing_errors.labels(AGENT)
@@ -117,6 +118,9 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             except avro.SerializationError as exc:
                 out.dead.append((event.value, f"undecodable resolved message: {exc}"))
                 continue
+            if batch["events"]:
+                first = batch["events"][0]["event"]["received_at"]
+                out.oldest_ms = first if out.oldest_ms is None else min(out.oldest_ms, first)
             try:
                 result = process_batch(
                     batch,
@@ -152,6 +156,7 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
         groups = stream.take_events(group_messages, within=group_within_s)  # type: ignore[attr-defined]
         async for group in groups:
             started = time.perf_counter()
+            oldest_ms: int | None = None
             async with gate.group():  # a commit never splits a group (see txsend.CommitGate)
                 by_partition: dict[int, list[EventT[bytes]]] = {}
                 for event in group:
@@ -178,8 +183,12 @@ def register_profiles(app: faust.App, settings: s.Settings, metrics: WorkerMetri
                     events_counter.inc(out.events)
                     messages_counter.inc(len(events))
                     metrics.profile_updates.inc(out.updates)
+                    if out.oldest_ms is not None:
+                        oldest_ms = min(oldest_ms or out.oldest_ms, out.oldest_ms)
                 # Back-pressure: this group's changelog records are on their way before the next.
                 await drain_producer_buffer(app)
+            if oldest_ms is not None:
+                age.observe(max(0.0, time.time() - oldest_ms / 1000))
             seconds.observe(time.perf_counter() - started)
 
     return profiles
@@ -195,3 +204,5 @@ class PartitionOutput:
     dead: list[tuple[bytes, str]] = field(default_factory=list)
     events: int = 0
     updates: int = 0
+    #: receipt time (ms) of the oldest message's first event, None without events
+    oldest_ms: int | None = None
