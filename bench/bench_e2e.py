@@ -91,6 +91,7 @@ from pipeline.settings import (
 WRITE_KEY = "bench-write-key"
 API_TOKEN = "bench-api-token"  # noqa: S105 - a throwaway token of a throwaway stack
 E2E_HISTOGRAM = "cdp_e2e_latency_seconds"
+AGE_HISTOGRAM = "cdp_stage_event_age_seconds"
 START_TIMEOUT_S = 180.0
 _WRITE_HEADERS = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
@@ -179,17 +180,32 @@ class Stack:
     settings: Settings
     base: Path
     kafka: LocalKafka
-    worker: Process | None = None
+    worker: Process | None = None  # the process serving the profile API (and the sink)
     collector: Process | None = None
+    stream: Process | None = None  # split stacks: the stream stages' process (identity, profile)
 
     @property
-    def metrics_url(self) -> str:
-        return f"{self.settings.api_url}/metrics"
+    def workers(self) -> list[Process]:
+        return [p for p in (self.stream, self.worker) if p is not None]
+
+    def worker_metrics(self) -> dict[str, float]:
+        """The worker processes' ``/metrics`` samples, summed over the processes."""
+        total: dict[str, float] = defaultdict(float)
+        for process in self.workers:
+            for name, value in scrape(process.url + "/metrics").items():
+                total[name] += value
+        return dict(total)
+
+    def worker_cpu_s(self) -> float:
+        return sum(cpu_seconds(p.proc.pid) for p in self.workers)
 
 
 @contextlib.contextmanager
-def local_stack(base: Path) -> Iterator[Stack]:
-    """Kafka, worker and collector on free ports under ``base``; all stopped on the way out."""
+def local_stack(base: Path, split: bool = False) -> Iterator[Stack]:
+    """Kafka, worker and collector on free ports under ``base``; all stopped on the way out.
+
+    ``split``: two worker processes (``CDP_WORKER_ROLES``), the stream stages (identity,
+    profile) in one, the sink and the profile API (and so the embedded chDB) in the other."""
     from pipeline.kafka_admin import ensure_topics, pipeline_topics
 
     port = free_port_pair()
@@ -215,19 +231,28 @@ def local_stack(base: Path) -> Iterator[Stack]:
     try:
         kafka.start(timeout_s=START_TIMEOUT_S)
         ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
-        stack.worker = _start("worker", "worker", settings, settings.api_url, base)
+        if split:
+            stream = settings.model_copy(
+                update={"worker_roles": "identity,profile", "api_port": free_port()}
+            )
+            stack.stream = _start("stream", "worker", stream, stream.api_url, base)
+            edge = settings.model_copy(update={"worker_roles": "sink,api"})
+            stack.worker = _start("worker", "worker", edge, settings.api_url, base)
+        else:
+            stack.worker = _start("worker", "worker", settings, settings.api_url, base)
         stack.collector = _start("collector", "collector", settings, settings.collector_url, base)
-        _wait_healthy(stack.worker, START_TIMEOUT_S)
+        for worker in stack.workers:
+            _wait_healthy(worker, START_TIMEOUT_S)
         _wait_healthy(stack.collector, START_TIMEOUT_S)
         yield stack
     except BenchError as exc:  # the logs go with the temp dir: keep their ends in the error
         logs = [
-            f"--- {p.name} log:\n{log_tail(p.log)}" for p in (stack.worker, stack.collector) if p
+            f"--- {p.name} log:\n{log_tail(p.log)}" for p in (*stack.workers, stack.collector) if p
         ]
         raise BenchError("\n".join([str(exc), *logs])) from None
     finally:
         # Collector first, then the worker (it commits and flushes), then the broker.
-        for process in (stack.collector, stack.worker):
+        for process in (stack.collector, *stack.workers):
             if process is not None:
                 process.stop()
         kafka.stop()
@@ -279,7 +304,7 @@ class Drain:
         return sum(x.lag for x in lags) if lags else -1  # no partitions known yet: not done
 
     async def _done(self) -> tuple[bool, str]:
-        metrics = await asyncio.to_thread(scrape, self.stack.metrics_url)
+        metrics = await asyncio.to_thread(self.stack.worker_metrics)
         profiled, rows = metrics.get(PROFILE_EVENTS, 0.0), metrics.get(EVENTS_ROWS, 0.0)
         lag = await asyncio.to_thread(self.lag)
         state = f"profile stage {profiled:,.0f} events, {rows:,.0f} event rows, lag {lag}"
@@ -291,9 +316,9 @@ class Drain:
         deadline = started + timeout_s
         state, first_done = "", None
         while time.monotonic() < deadline:
-            worker = self.stack.worker
-            if worker is not None and not worker.alive():
-                raise BenchError(f"the worker exited:\n{log_tail(worker.log)}")
+            for worker in self.stack.workers:
+                if not worker.alive():
+                    raise BenchError(f"the {worker.name} exited:\n{log_tail(worker.log)}")
             now = time.monotonic()
             done, state = await self._done()
             if done and first_done is not None:
@@ -305,7 +330,7 @@ class Drain:
 
 def stage_counts(stack: Stack) -> dict[str, float]:
     """Events counted by each stage so far (collector, identity, profile, sink)."""
-    worker = scrape(stack.metrics_url)
+    worker = stack.worker_metrics()
     collector = scrape(stack.settings.collector_url + "/metrics")
     return {
         "collector_accepted": sum(
@@ -331,16 +356,26 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def histogram_quantiles(
-    after: dict[str, float], before: dict[str, float], name: str, fractions: Sequence[float]
+    after: dict[str, float],
+    before: dict[str, float],
+    name: str,
+    fractions: Sequence[float],
+    labels: str = "",
 ) -> dict[str, float]:
     """Quantiles of a Prometheus histogram's increase between two scrapes (as histogram_quantile:
-    linear inside the bucket; +Inf answers the last finite bound)."""
-    prefix = f'{name}_bucket{{le="'
-    buckets = sorted(
-        (float(key[len(prefix) : -2]), after[key] - before.get(key, 0.0))
-        for key in after
-        if key.startswith(prefix)
-    )
+    linear inside the bucket; +Inf answers the last finite bound). ``labels``: the series'
+    other labels as exposed, e.g. ``stage="identity"``."""
+    prefix = f"{name}_bucket{{"
+    buckets = []
+    for key in after:
+        if not key.startswith(prefix):
+            continue
+        # scrape() sorts the labels: le="…" may come before or after the others.
+        parts = key[len(prefix) : -1].split(",")
+        le = next(p for p in parts if p.startswith("le="))
+        if ",".join(p for p in parts if p is not le) == labels:
+            buckets.append((float(le[4:-1]), after[key] - before.get(key, 0.0)))
+    buckets.sort()
     total = buckets[-1][1] if buckets else 0.0
     finite = [count for bound, count in buckets if not math.isinf(bound)]
     # Beyond the last finite bound the quantile only says "at least that bound".
@@ -420,9 +455,8 @@ async def sustained(
         batch_size=100,
         concurrency=8,
     )
-    assert stack.worker is not None
     before = await asyncio.to_thread(stage_counts, stack)
-    cpu0 = cpu_seconds(stack.worker.proc.pid)
+    cpu0 = stack.worker_cpu_s()
     started = time.monotonic()
     stats = await send_events(totals.tee(facts.tee(events)), options)
     sent_s = time.monotonic() - started
@@ -431,7 +465,7 @@ async def sustained(
     totals.add(stats)
     drain_s = await drain.wait(timeout_s)
     elapsed = sent_s + drain_s
-    cpu = cpu_seconds(stack.worker.proc.pid) - cpu0
+    cpu = stack.worker_cpu_s() - cpu0
     after = await asyncio.to_thread(stage_counts, stack)
     counted = {k: after[k] - before.get(k, 0.0) for k in after}
     missing = stats.accepted - int(counted["profile"] + counted["duplicates_dropped"])
@@ -719,7 +753,7 @@ async def _backlog(
     """Every second: events acknowledged by the collector but not yet through the profile stage."""
     while True:
         await asyncio.sleep(1.0)
-        now = await asyncio.to_thread(scrape, stack.metrics_url)
+        now = await asyncio.to_thread(stack.worker_metrics)
         processed = sum(now.get(k, 0.0) - before.get(k, 0.0) for k in (PROFILE_EVENTS, DUPLICATES))
         samples.append(max(0, sender.stats.accepted + probes.sent - int(processed)))
 
@@ -733,11 +767,9 @@ async def latency(
     sizes: Sizes,
     totals: Totals,
 ) -> dict[str, Any]:
-    assert stack.worker is not None
-    pid = stack.worker.proc.pid
-    before = await asyncio.to_thread(scrape, stack.metrics_url)
+    before = await asyncio.to_thread(stack.worker_metrics)
     counts_before = await asyncio.to_thread(stage_counts, stack)
-    cpu0 = cpu_seconds(pid)
+    cpu0 = stack.worker_cpu_s()
     facts = StreamFacts()
     options = SendOptions(
         collector_url=stack.settings.collector_url,
@@ -776,10 +808,10 @@ async def latency(
         drain_s: float | str = await drain.wait(sizes.drain_timeout_s)
     except BenchError as exc:  # reported, and the next phases are skipped (see _phases)
         drain_s = f"not drained: {exc}"
-    after = await asyncio.to_thread(scrape, stack.metrics_url)
+    after = await asyncio.to_thread(stack.worker_metrics)
     counts_after = await asyncio.to_thread(stage_counts, stack)
     profiled = sum(counts_after[k] - counts_before[k] for k in ("profile", "duplicates_dropped"))
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = stack.worker_cpu_s() - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
     backlog_end = backlog[-1] if backlog else 0
     kept_up = achieved >= 0.9 * rate and backlog_end <= 2 * rate
@@ -809,6 +841,14 @@ async def latency(
         "first_third_p50_ms": _percentile(lat[:third], 0.5) * 1000,
         "last_third_p50_ms": _percentile(lat[-third:], 0.5) * 1000,
         "worker_e2e": histogram_quantiles(after, before, E2E_HISTOGRAM, (0.5, 0.95, 0.99)),
+        # How old the events were when each stream stage was done with them (the sink's is
+        # worker_e2e): where the delay builds up.
+        **{
+            f"{stage}_event_age": histogram_quantiles(
+                after, before, AGE_HISTOGRAM, (0.5, 0.95, 0.99), f'stage="{stage}"'
+            )
+            for stage in ("identity", "profile")
+        },
         "worker_cpu_cores": cpu / max(1e-9, time.monotonic() - started),
     }
     if not kept_up:
@@ -939,8 +979,11 @@ def run(
     seconds: float | None = None,
     rate: float | None = None,
     probe_interval_s: float | None = None,
+    split: bool = False,
 ) -> dict[str, Any]:
-    """All phases on a fresh stack; the figures as a (nested) dict."""
+    """All phases on a fresh stack; the figures as a (nested) dict.
+
+    ``split``: the worker as two processes (see :func:`local_stack`)."""
     base = QUICK if quick else FULL
     sizes = Sizes(
         events=events or base.events,
@@ -952,7 +995,10 @@ def run(
         probe_timeout_s=base.probe_timeout_s,
     )
     began = time.monotonic()
-    result: dict[str, Any] = {"load_average_start": round(os.getloadavg()[0], 2)}
+    result: dict[str, Any] = {
+        "load_average_start": round(os.getloadavg()[0], 2),
+        "worker_processes": 2 if split else 1,
+    }
     totals = Totals()
     truth = Truth()
     with (
@@ -961,17 +1007,18 @@ def run(
     ):
         # Generated while the stack starts (the JVM and the worker mostly wait at start-up).
         first = pool.submit(_simulation, sizes.customers, sizes.events, 1)
-        with local_stack(Path(tmp)) as stack:
+        with local_stack(Path(tmp), split=split) as stack:
             assert stack.worker is not None
             result["startup_s"] = time.monotonic() - began
             sim, stream = first.result()
             asyncio.run(_phases(stack, sizes, stream, truth, pool, totals, result))
-            status = proc_status(stack.worker.proc.pid)
-            result["worker_peak_rss_mb"] = status.get("VmHWM", 0) / 1024
-            result["worker_rss_end_mb"] = status.get("VmRSS", 0) / 1024
+            statuses = [proc_status(p.proc.pid) for p in stack.workers]
+            result["worker_peak_rss_mb"] = sum(st.get("VmHWM", 0) for st in statuses) / 1024
+            result["worker_rss_end_mb"] = sum(st.get("VmRSS", 0) for st in statuses) / 1024
             result["load_average_end"] = round(os.getloadavg()[0], 2)
-            # Stop the worker cleanly now: the read-back opens its chDB files.
-            stack.worker.stop()
+            # Stop the workers cleanly now: the read-back opens the chDB files.
+            for worker in stack.workers:
+                worker.stop()
             data = readback(stack)
         result["identity"] = identity_quality(sim, truth, data["event_customer"], data["merges"])
         result["clickhouse_check"] = clickhouse_check(data, totals)
@@ -987,6 +1034,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="length of each latency phase")
     parser.add_argument("--rate", type=float, help="background events/s (default 2000)")
     parser.add_argument("--probe-interval", type=float, help="seconds between probes")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="two worker processes: identity+profile, and sink+api (CDP_WORKER_ROLES)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     result = run(
@@ -996,6 +1048,7 @@ def main() -> None:
         seconds=args.seconds,
         rate=args.rate,
         probe_interval_s=args.probe_interval,
+        split=args.split,
     )
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -27,6 +27,16 @@ def health_handler(check: Callable[[], dict[str, object]]) -> Callable[[web.Requ
     return healthz
 
 
+def status_app(
+    registry: CollectorRegistry, health: Callable[[], dict[str, object]]
+) -> web.Application:
+    """``/metrics`` and ``/healthz`` only: a worker process without the profile API."""
+    app = web.Application()
+    app.router.add_get("/healthz", health_handler(health))  # type: ignore[arg-type]
+    app.router.add_get("/metrics", metrics_handler(registry))  # type: ignore[arg-type]
+    return app
+
+
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Start ``app`` on host:port in the running loop; the caller cleans up the runner."""
     runner = web.AppRunner(app, access_log=None)

@@ -240,21 +240,33 @@ class LagMonitor(Service):
             await self.sleep(self._interval_s)
 
 
-def worker_lag_monitor(
-    settings: s.Settings, registry: CollectorRegistry, *, interval_s: float | None = None
-) -> LagMonitor:
-    """The monitor of one worker: faust's group (the app id) and the sink's group."""
-    groups = {
-        # faust's consumer group is the app id; it also commits its internal topics' offsets.
-        settings.worker_id: [settings.topic(s.TOPIC_RAW), settings.topic(s.TOPIC_RESOLVED)],
-        f"{settings.worker_id}-sink": [
+def worker_groups(settings: s.Settings) -> dict[str, list[str]]:
+    """The consumer groups (and their input topics) of the roles of this worker process."""
+    roles = settings.roles
+    groups: dict[str, list[str]] = {}
+    # faust's consumer group is the app id; it also commits its internal topics' offsets.
+    stream = [
+        settings.topic(topic)
+        for role, topic in (("identity", s.TOPIC_RAW), ("profile", s.TOPIC_RESOLVED))
+        if role in roles
+    ]
+    if stream:
+        groups[settings.worker_id] = stream
+    if "sink" in roles:
+        groups[f"{settings.worker_id}-sink"] = [
             settings.topic(s.TOPIC_RESOLVED),
             settings.topic(s.TOPIC_IDENTITY_CHANGES),
             settings.topic(s.TOPIC_PROFILE_CHANGES),
-        ],
-    }
+        ]
+    return groups
+
+
+def worker_lag_monitor(
+    settings: s.Settings, registry: CollectorRegistry, *, interval_s: float | None = None
+) -> LagMonitor:
+    """The monitor of one worker process: the groups of its roles (:func:`worker_groups`)."""
     return LagMonitor(
-        groups,
+        worker_groups(settings),
         LagMetrics.create(registry),
         lambda: KafkaOffsetSource(settings.kafka_bootstrap, client_id=f"{settings.worker_id}-lag"),
         interval_s=DEFAULT_INTERVAL_S if interval_s is None else interval_s,

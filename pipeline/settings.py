@@ -28,6 +28,12 @@ TOPIC_RESOLVED = "cdp.events.resolved"
 TOPIC_IDENTITY_CHANGES = "cdp.identity.changes"
 TOPIC_PROFILE_CHANGES = "cdp.profiles.changes"
 
+#: What a worker process can run (``CDP_WORKER_ROLES``): the two stream stages (faust agents and
+#: their tables), the ClickHouse sink, and the profile API.
+WORKER_ROLES = ("identity", "profile", "sink", "api")
+#: The roles that are faust agents; a process without them runs no faust app.
+STREAM_ROLES = frozenset({"identity", "profile"})
+
 
 class Settings(BaseSettings):
     """All runtime settings. Field ``foo_bar`` is read from ``CDP_FOO_BAR``."""
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
     )
     worker_id: str = Field(
         "cdp-worker", description="Faust app id: consumer group and changelog topic prefix."
+    )
+    worker_roles: str = Field(
+        ",".join(WORKER_ROLES),
+        description="What this worker process runs, comma-separated: `identity`, `profile` "
+        "(stream stages), `sink` (Kafka → ClickHouse), `api` (profile API); see README, "
+        "scaling out.",
     )
     topic_partitions: int = Field(8, ge=1, description="Partitions of the per-customer topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
@@ -207,6 +219,24 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warn", "error"] = Field(
         "info", description="Log level of the Python processes."
     )
+
+    @field_validator("worker_roles")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        roles = {item.strip() for item in value.split(",") if item.strip()}
+        if unknown := roles - set(WORKER_ROLES):
+            raise ValueError(
+                f"unknown worker role(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(WORKER_ROLES)}"
+            )
+        if not roles:
+            raise ValueError(f"no worker role given; known: {', '.join(WORKER_ROLES)}")
+        return ",".join(role for role in WORKER_ROLES if role in roles)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles of ``worker_roles`` (validated, in a canonical order there)."""
+        return frozenset(self.worker_roles.split(","))
 
     @field_validator("default_phone_region")
     @classmethod

@@ -1,8 +1,10 @@
 """The worker process: the faust app, its agents, and (locally) the profile API and ``/metrics``.
 
-Stages register their agents on the app in :func:`create_app`. chDB lets one process open a data
-path, so in local mode this process also owns the ClickHouse client used by the sink and the
-profile API; with a ClickHouse server the API can also run on its own (``cdp api``).
+Stages register their agents on the app in :func:`create_app`. ``CDP_WORKER_ROLES`` says which
+parts one process runs (default: all): the stream stages ``identity`` and ``profile`` (faust
+agents), the ClickHouse ``sink`` and the profile ``api``. chDB lets one process open a data path,
+so locally the process with the sink or the API owns the ClickHouse client both use; a process
+without stream stages runs no faust app (:func:`create_edge`).
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faust
+import mode
 from aiohttp import web
 from mode import Service
 from prometheus_client import CollectorRegistry
 
 from pipeline.gctune import tune_gc
-from pipeline.httpd import serve
-from pipeline.settings import Settings
+from pipeline.httpd import serve, status_app
+from pipeline.settings import STREAM_ROLES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,39 +83,96 @@ def create_faust_app(settings: Settings) -> faust.App:
     return app
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
-    """The worker's faust app with every pipeline stage and the embedded HTTP server."""
+def edge_services(
+    settings: Settings,
+    registry: CollectorRegistry,
+    metrics: Any,
+    health: Callable[[], dict[str, object]],
+) -> list[Service]:
+    """The services beside the stream stages: the ClickHouse sink and the profile API when the
+    roles have them, always the HTTP server (``/metrics``, ``/healthz``) and the lag monitor."""
     from pipeline.api.server import build_api
-    from pipeline.identity.processor import register_identity
     from pipeline.lag import worker_lag_monitor
-    from pipeline.metrics import BuildMetrics, WorkerMetrics, faust_sensor
-    from pipeline.profile.processor import register_profiles
     from pipeline.sink.wiring import build_sink_service
     from pipeline.storage.clickhouse import client_from_settings
     from pipeline.storage.migrate import migrate
 
+    roles = settings.roles
+    services: list[Service] = []
+    client = None
+    if roles & {"sink", "api"}:
+        # chDB opens one data path per process: locally the sink and the API share this client.
+        client = client_from_settings(settings)
+        applied = migrate(client, settings.clickhouse_database)
+        if applied:
+            log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+    if "sink" in roles:
+        # A plain consumer beside faust's agents (see pipeline/sink/service.py).
+        services.append(build_sink_service(settings, client, metrics))
+    if "api" in roles:
+        web_app = build_api(settings, client=client, registry=registry, health=health)
+    else:
+        web_app = status_app(registry, health)
+    services.append(HttpService(web_app, settings.api_host, settings.api_port))
+    services.append(worker_lag_monitor(settings, registry))
+    return services
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    """The worker's faust app with the stream stages of its roles and the edge services."""
+    from pipeline.identity.processor import register_identity
+    from pipeline.metrics import BuildMetrics, WorkerMetrics, faust_sensor
+    from pipeline.profile.processor import register_profiles
+
+    roles = settings.roles
+    if not roles & STREAM_ROLES:
+        raise ValueError(f"roles {settings.worker_roles} have no stream stage: use create_edge")
     registry = registry or CollectorRegistry()
     BuildMetrics.create(registry, "worker")
     metrics = WorkerMetrics.create(registry)
     app = create_faust_app(settings)
-    client = client_from_settings(settings)
-    applied = migrate(client, settings.clickhouse_database)
-    if applied:
-        log.info("ClickHouse migrations applied: %s", ", ".join(applied))
     # faust's own sensor: rebalances, commit latency, table operations (names cdp_faust_*).
     app.monitor = faust_sensor(registry)
-    register_identity(app, settings, metrics)
-    register_profiles(app, settings, metrics)
-    # The sink is a plain consumer beside faust's agents (see pipeline/sink/service.py).
-    app.add_dependency(build_sink_service(settings, client, metrics))
+    if "identity" in roles:
+        register_identity(app, settings, metrics)
+    if "profile" in roles:
+        register_profiles(app, settings, metrics)
 
     def healthy() -> dict[str, object]:
-        return {"ok": True, "component": "worker", "faust_started": bool(app.started)}
+        return {
+            "ok": True,
+            "component": "worker",
+            "roles": settings.worker_roles,
+            "faust_started": bool(app.started),
+        }
 
-    api = build_api(settings, client=client, registry=registry, health=healthy)
-    app.add_dependency(HttpService(api, settings.api_host, settings.api_port))
-    app.add_dependency(worker_lag_monitor(settings, registry))
+    for service in edge_services(settings, registry, metrics, healthy):
+        app.add_dependency(service)
     return app
+
+
+class EdgeWorker(Service):
+    """A worker process without stream stages (roles ``sink`` and/or ``api``): no faust app,
+    only the edge services, run by mode's worker."""
+
+    def __init__(self, services: list[Service], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for service in services:
+            self.add_dependency(service)
+
+
+def create_edge(settings: Settings, registry: CollectorRegistry | None = None) -> EdgeWorker:
+    """The worker of roles without a stream stage (e.g. ``sink,api`` beside stream workers)."""
+    from pipeline.metrics import BuildMetrics, WorkerMetrics
+
+    registry = registry or CollectorRegistry()
+    BuildMetrics.create(registry, "worker")
+    metrics = WorkerMetrics.create(registry)
+
+    def healthy() -> dict[str, object]:
+        return {"ok": True, "component": "worker", "roles": settings.worker_roles}
+
+    return EdgeWorker(edge_services(settings, registry, metrics, healthy))
 
 
 def run_worker(settings: Settings) -> None:
@@ -124,6 +185,11 @@ def run_worker(settings: Settings) -> None:
     """
     settings.check_production()
     use_uvloop()
+    if not settings.roles & STREAM_ROLES:
+        edge = create_edge(settings)
+        tune_gc()
+        mode.Worker(edge, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+        return
     app = create_app(settings)
     # Groups of decoded events stay alive while their outputs are sent, and the table caches
     # hold tens of thousands of entries: with CPython's default threshold an e2e run spent

@@ -170,3 +170,21 @@ def test_only_small_gaps_are_read() -> None:
     lags = compute_lag(source, {"g": ["a"]})
     assert lags == [PartitionLag("g", "a", 0, big), PartitionLag("g", "a", 1, 0)]
     assert source.gap_reads == []  # a big gap is reported as is; no gap, nothing to read
+
+
+@pytest.mark.parametrize(
+    ("roles", "groups"),
+    [
+        ("identity", {"w1": ["cdp.events.raw"]}),
+        ("profile,sink", {"w1": ["cdp.events.resolved"], "w1-sink": ["cdp.events.resolved"]}),
+        ("api", {}),
+    ],
+)
+def test_a_worker_watches_the_groups_of_its_roles(roles: str, groups: dict[str, list[str]]) -> None:
+    from pipeline.lag import worker_groups
+    from pipeline.settings import Settings
+
+    watched = worker_groups(Settings(worker_id="w1", worker_roles=roles))
+    assert set(watched) == set(groups)
+    for group, topics in groups.items():
+        assert set(topics) <= set(watched[group])

@@ -54,3 +54,14 @@ def test_rocksdb_memory_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError):
         Settings(rocksdb_max_write_buffers=1)  # type: ignore[arg-type]
     assert Settings(rocksdb_write_buffer_mb=2).child_env({})["CDP_ROCKSDB_WRITE_BUFFER_MB"] == "2"  # type: ignore[arg-type]
+
+
+def test_worker_roles_default_to_all_and_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().roles == {"identity", "profile", "sink", "api"}
+    monkeypatch.setenv("CDP_WORKER_ROLES", " api , identity,api")
+    s = load_settings()
+    assert s.roles == {"identity", "api"}
+    assert s.worker_roles == "identity,api"  # canonical order: what a child process gets
+    for bad, message in (("identity,graph", "unknown worker role"), (" , ", "no worker role")):
+        with pytest.raises(ValueError, match=message):
+            Settings(worker_roles=bad)
