@@ -11,7 +11,7 @@ import yaml
 from pipeline.settings import PROJECT_ROOT, Settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-LONG_RUNNING = {"kafka", "clickhouse", "worker", "collector", "prometheus", "grafana"}
+LONG_RUNNING = {"kafka", "clickhouse", "worker", "api", "collector", "prometheus", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +43,32 @@ def test_cdp_environment_names_are_settings(compose: dict[str, Any]) -> None:
 
 
 def test_production_requires_secrets(compose: dict[str, Any]) -> None:
-    env = _env(compose["services"]["worker"])
-    assert env["CDP_ENV"] == "production"
-    for secret in ("CDP_WRITE_KEYS", "CDP_API_TOKEN"):
-        assert ":?" in env[secret], f"{secret} must be required (${{VAR:?message}})"
+    for service in ("worker", "api"):
+        env = _env(compose["services"][service])
+        assert env["CDP_ENV"] == "production"
+        for secret in ("CDP_WRITE_KEYS", "CDP_API_TOKEN"):
+            assert ":?" in env[secret], f"{secret} must be required (${{VAR:?message}})"
+
+
+def test_worker_roles_cover_every_role_once(compose: dict[str, Any]) -> None:
+    from pipeline.settings import WORKER_ROLES
+
+    roles: list[str] = []
+    for name in ("worker", "api"):
+        value = _env(compose["services"][name])["CDP_WORKER_ROLES"]
+        roles += Settings(worker_roles=value).worker_roles.split(",")
+    assert sorted(roles) == sorted(WORKER_ROLES)
 
 
 def test_ports_match_settings(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    collector_env, worker_env = _env(services["collector"]), _env(services["worker"])
+    collector_env, worker_env = _env(services["collector"]), _env(services["api"])
     collector_port = int(collector_env["CDP_COLLECTOR_PORT"])
     api_port = int(worker_env["CDP_API_PORT"])
     assert collector_port == Settings.model_fields["collector_port"].default
     assert api_port == Settings.model_fields["api_port"].default
     assert any(str(p).endswith(f":{collector_port}") for p in services["collector"]["ports"])
-    assert any(str(p).endswith(f":{api_port}") for p in services["worker"]["ports"])
+    assert any(str(p) == f"127.0.0.1:{api_port}:{api_port}" for p in services["api"]["ports"])
     # Both listen on all interfaces inside their containers, or nothing could reach them.
     assert collector_env["CDP_COLLECTOR_HOST"] == "0.0.0.0"
     assert worker_env["CDP_API_HOST"] == "0.0.0.0"
@@ -72,7 +83,7 @@ def test_prometheus_scrapes_the_pipeline(compose: dict[str, Any]) -> None:
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     assert "collector:8080" in targets
-    assert "worker:8081" in targets
+    assert {"worker:8081", "api:8081"} <= targets
 
 
 def test_volumes_and_build_files_exist(compose: dict[str, Any]) -> None:
