@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.gctune import tune_gc
 from pipeline.httpd import serve, status_app
 from pipeline.settings import STREAM_ROLES, Settings
+from pipeline.worker.malloc import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ def run_worker(settings: Settings) -> None:
     and the tables recover from their changelogs, which hold committed writes only.
     """
     settings.check_production()
+    # Before RocksDB, the Kafka clients or chDB start threads (pipeline/worker/malloc.py).
+    limit_malloc_arenas()
     use_uvloop()
     if not settings.roles & STREAM_ROLES:
         edge = create_edge(settings)
