@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(
         0.5, gt=0, description="How often the worker commits (a transaction under exactly_once)."
     )
+    eager_commit: bool = Field(
+        True,
+        description="Exactly-once: the profile stage commits as soon as it has caught up with "
+        "a burst of input instead of at the next commit tick (see README, latency).",
+    )
     topic_prefix: str = Field(
         "", description="Prefix of every topic name (isolates tests or tenants on one cluster)."
     )

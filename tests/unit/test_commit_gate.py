@@ -61,3 +61,59 @@ def test_commits_and_groups_alone_do_not_wait() -> None:
                 pass
 
     asyncio.run(scenario())
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.calls: list[set[str]] = []
+        self.release = asyncio.Event()
+
+    async def commit(self, topics: set[str]) -> bool:
+        self.calls.append(set(topics))
+        await self.release.wait()
+        return True
+
+
+class _App:
+    def __init__(self, in_transaction: bool) -> None:
+        self.in_transaction = in_transaction
+        self.consumer = _Consumer()
+
+
+def test_eager_commit_commits_its_topic_once_at_a_time_and_keeps_one_request() -> None:
+    from pipeline.worker.txsend import EagerCommit
+
+    async def scenario() -> None:
+        app = _App(in_transaction=True)
+        eager = EagerCommit(app, "resolved")  # type: ignore[arg-type]
+        eager.request()
+        assert app.consumer.calls == []  # not before the agent had a turn to ack its group
+        deadline = asyncio.get_running_loop().time() + 5
+        while not app.consumer.calls:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        eager.request()  # while the first commit runs: kept for afterwards, not run beside it
+        eager.request()
+        await asyncio.sleep(0.01)
+        assert app.consumer.calls == [{"resolved"}]
+        app.consumer.release.set()
+        while len(app.consumer.calls) < 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert app.consumer.calls == [{"resolved"}, {"resolved"}]  # two requests, one commit
+
+    asyncio.run(scenario())
+
+
+def test_eager_commit_does_nothing_without_transactions_or_when_disabled() -> None:
+    from pipeline.worker.txsend import EagerCommit
+
+    async def scenario() -> None:
+        for app, enabled in ((_App(in_transaction=False), True), (_App(True), False)):
+            eager = EagerCommit(app, "resolved", enabled=enabled)  # type: ignore[arg-type]
+            eager.request()
+            await asyncio.sleep(0.01)
+            assert app.consumer.calls == []
+
+    asyncio.run(scenario())
