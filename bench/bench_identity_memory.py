@@ -1,13 +1,23 @@
 """Worker memory per identifier with the RocksDB table store (issue #4, point 4; goal <= 300 B).
 
-``python -m bench.bench_identity_memory [--quick] [--identifiers N] [--cache-entries C]
-[--compare-cache C2] [--stores-identifiers M] [--stores-compare] [--set NAME=VALUE ...]``
-prints the figures (``--set``: any worker setting, e.g. ``rocksdb_block_cache_mb=16``).
+``python -m bench.bench_identity_memory [--quick] [--roles R] [--identifiers N]
+[--guarantee G] [--cache-entries C] [--compare-cache [C2]] [--stores-identifiers M]
+[--stores-compare] [--set NAME=VALUE ...]`` prints the figures (``--set``: any worker setting,
+e.g. ``rocksdb_block_cache_mb=16``).
 
 What runs: a single-node Kafka (``LocalKafka``) on free ports in a temp dir, and the worker
 (``python -m pipeline.cli worker``) as its own process, configured only through ``CDP_*``
-variables (RocksDB store, own data dir, topic prefix, consumer group and API port; everything
-else at its default), as ``cdp up`` runs it. This process only writes the raw topic and watches.
+variables (RocksDB store, exactly-once, own data dir, topic prefix, consumer group and HTTP
+port; everything else at its default), as ``cdp up`` runs it. This process only writes the raw
+topic and watches.
+
+Which worker: by default the identity stage alone (``CDP_WORKER_ROLES=identity``), the process
+that holds the identity graph and whose memory the goal is about, fed **one million** new
+identifiers (the issue's scale; ~7 minutes on the shared 2-core box). ``--roles
+identity,profile,sink,api`` measures the whole single-process worker instead: there each new
+customer is also a new profile (the profile stage's RocksDB tables and decoded-profile cache)
+and rows in the embedded chDB, and the profile stage makes it ~5 times slower (a million
+identifiers would take the better part of an hour; earlier rounds measured it at 100,000).
 
 The stream is the worst case for memory: every event brings identifiers never seen before
 (a new UUID ``anonymous_id``; 30 % also a new ``user_id``, 10 % also a new ``email``, so about
@@ -17,14 +27,15 @@ encoded before the worker starts so the encoder does not compete with it for the
 Measurement:
 
 1. A warm-up (a few thousand such events) is written and the worker started; once every stage
-   processed it (identity and profile counters, sink event rows), the **baseline** is taken:
-   ``VmRSS`` of the worker from ``/proc/<pid>/status`` and the identity counters of its
-   ``/metrics`` (``cdp_identity_identifiers_new_total``, ``cdp_agent_events_total``).
+   it runs processed it (the identity and profile counters, the sink's event rows), the
+   **baseline** is taken: ``VmRSS`` of the worker from ``/proc/<pid>/status`` and the identity
+   counters of its ``/metrics`` (``cdp_identity_identifiers_new_total``,
+   ``cdp_agent_events_total``).
 2. The main load is written (pre-encoded: seconds); while the worker works through it, ``VmRSS``
    (also ``RssAnon``) and the counters are sampled every ``--interval`` s.
-3. **End**: when every stage processed the whole load (the profile stage is the slowest), the
-   last sample; ``bytes_per_identifier`` = (RSS at the end - RSS after the warm-up) / new
-   identifiers since the warm-up (the whole run's growth, fixed part included).
+3. **End**: when every stage it runs processed the whole load, the last sample;
+   ``bytes_per_identifier`` = (RSS at the end - RSS after the warm-up) / new identifiers since
+   the warm-up (the whole run's growth, fixed part included: this is the goal's figure).
    ``slope_bytes_per_identifier`` is the least-squares slope of RSS against identifiers over
    the samples taken while identity was working (less sensitive to when a RocksDB memtable or a
    cache generation was just dropped), and ``slope_second_half`` the same over the second half
@@ -32,43 +43,30 @@ Measurement:
    going). ``rss_peak_mb`` is ``VmHWM``.
 4. The worker is stopped (SIGTERM, SIGKILL after a deadline) and the on-disk size of the
    tables' RocksDB directories (SST files and WAL) under its ``<data dir>/faust/`` is taken per
-   identifier: the two identity tables', and all tables' (profiles too).
-5. **The stores alone, at scale** (``stores_bounded``): a fresh child process opens the same
-   RocksDB databases (two identity tables, the profile table's partitions) with the worker's
-   options and writes the records of ``--stores-identifiers`` new identifiers (full mode: one
-   million, the issue's scale; about 1.5 minutes): per identifier one identifier record, per
-   event a customer and a profile record, each after a read of its key, with values sampled
-   from the worker's stores in step 4. Its RSS growth per identifier (whole run and second-half
-   slope) is what RocksDB adds at that scale, which the worker run cannot reach here (its
-   throughput on the shared box, ~250 events/s, would need ~50 minutes for a million
-   identifiers). ``--stores-compare`` (and quick mode) repeats it with faust's default options.
+   identifier: the two identity tables', and all tables'.
+5. Optional, **the stores alone** (``--stores-identifiers``, needs the profile role):
+   a fresh child process opens the same RocksDB databases (two identity tables, the profile
+   table's partitions) with the worker's options and writes the records of that many new
+   identifiers: per identifier one identifier record, per event a customer and a profile
+   record, each after a read of its key, with values sampled from the worker's stores in
+   step 4. ``--stores-compare`` repeats it with faust's default options (1M identifiers: 132 B
+   per identifier bounded, 453 B with faust's defaults).
 
-What grows is the whole worker, not just the identity graph: each new customer is also a new
-profile (RocksDB tables of the profile stage, its bounded decoded-profile cache) and rows in the
-embedded chDB. Bounded things that fill up while it runs: the read caches in front of each table
-(``CDP_TABLE_CACHE_ENTRIES`` entries per generation, up to twice as many held), RocksDB
-memtables and block cache (one budget for all the worker's databases: ``CDP_ROCKSDB_*``,
-pipeline/worker/rocksdb_options.py; faust's defaults were 64 MB write buffers, up to 3, and a
-2 GB block cache per database, i.e. per table partition). With
-``compare_cache`` a second worker on a fresh topic repeats the run with a smaller table cache
-(full mode: 10,000 entries per generation), which shows how much of the growth is those caches.
+Bounded things that fill up while it runs, the fixed part of the growth: the read caches in
+front of each table (``CDP_TABLE_CACHE_ENTRIES`` entries per generation, up to twice as many
+held), the duplicate window (~12 MB), RocksDB memtables and block cache (one budget for all the
+worker's databases: ``CDP_ROCKSDB_*``, pipeline/worker/rocksdb_options.py; faust's defaults
+were 64 MB write buffers, up to 3, and a 2 GB block cache per database, i.e. per table
+partition). ``--compare-cache`` repeats the run on a fresh topic with a smaller table cache,
+which shows how much of the growth is those caches.
 
-Sizes: full mode feeds the worker 100,000 new identifiers (~71,000 events, ~6 minutes on the
-shared 2-core box, where the profile stage, one new profile per event, is the slowest) and the
-stores alone one million; quick mode 5,000 and 20,000 (a smoke test: at that size the figures
-are dominated by first-use allocations).
-
-Processing guarantee: at-least-once by default (the figures of earlier runs compare). Under
-exactly-once (the worker's default) this backlog used to stall the worker's transactions until
-the producer was fenced for the transaction timeout: each input message put ~240 changelog
-records into faust's producer buffer, which had no back-pressure (``wait_until_ebb`` sends at
-most 100 per input message) and drained at only ~300-500 records/s while commits held the
-producers, so the flush before a commit never ended within the 60 s timeout; and full groups of
-64 messages made a ~1.3 MB ``cdp.identity.changes`` message, over the producer's 1 MB limit.
-Both are fixed in the worker (``pipeline/worker/txsend.py``: the agents drain the buffer after
-each group; ``pipeline/jsonchunks.py``: changes cut below 512 KB), and ``--guarantee
-exactly_once`` now runs 100,000 identifiers through (452 identity events/s on the shared box).
-The machine is shared: the load average is part of the result.
+Exactly-once on this backlog used to stall the worker's transactions until the producer was
+fenced: each input message put ~240 changelog records into faust's producer buffer, which had
+no back-pressure, and full groups of 64 messages made a ~1.3 MB ``cdp.identity.changes``
+message, over the producer's 1 MB limit. Both are fixed in the worker
+(``pipeline/worker/txsend.py``: the agents drain the buffer after each group;
+``pipeline/jsonchunks.py``: changes cut below 512 KB). The machine is shared: the load average
+is part of the result.
 """
 
 from __future__ import annotations
@@ -98,11 +96,10 @@ EVENTS_PER_MESSAGE = 100
 #: Expected identifiers per event of the stream (1 anonymous_id + 0.3 user_id + 0.1 email).
 IDS_PER_EVENT = 1.4
 WARMUP_EVENTS = 3_000
-FULL_IDENTIFIERS = 100_000
+FULL_IDENTIFIERS = 1_000_000
 QUICK_IDENTIFIERS = 5_000
-#: Identifiers of the stores-alone measurement (the RocksDB part, at the issue's scale).
-FULL_STORES_IDENTIFIERS = 1_000_000
-QUICK_STORES_IDENTIFIERS = 20_000
+#: A stores-alone measurement at the issue's scale (``--stores-identifiers``).
+STORES_IDENTIFIERS = 1_000_000
 #: A smaller read cache for the comparison run (entries per generation).
 COMPARE_CACHE_ENTRIES = 10_000
 GOAL_BYTES_PER_IDENTIFIER = 300
@@ -217,18 +214,35 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
+#: The counter of events each stage processed, by worker role (``CDP_WORKER_ROLES``).
+STAGE_COUNTERS = {"identity": IDENTITY_EVENTS, "profile": PROFILE_EVENTS, "sink": EVENTS_ROWS}
+
+
+def stage_counts(settings: Settings, metrics: dict[str, float]) -> dict[str, float]:
+    """Events processed so far by each stage the worker runs."""
+    return {
+        role: metrics.get(counter, 0.0)
+        for role, counter in STAGE_COUNTERS.items()
+        if role in settings.roles
+    }
+
+
+def _state(counts: dict[str, float]) -> str:
+    return ", ".join(f"{role} {count:,.0f}" for role, count in counts.items())
+
+
 def _wait_processed(
     worker: Worker, events: float, deadline: float, what: str, interval_s: float
 ) -> dict[str, float]:
-    """Poll the worker's counters until every stage processed ``events`` events."""
+    """Poll the worker's counters until every stage it runs processed ``events`` events."""
     state = "no /metrics answer yet"
     while time.monotonic() < deadline:
         worker.check_alive()
         metrics = worker.metrics()
         if metrics is not None:
-            counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS, EVENTS_ROWS)]
-            state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f}".format(*counts)
-            if min(counts) >= events:
+            counts = stage_counts(worker.settings, metrics)
+            state = _state(counts)
+            if min(counts.values()) >= events:
                 return metrics
         time.sleep(interval_s)  # polling with a deadline
     raise BenchError(f"{what}: not processed before the deadline ({state})\n{log_tail(worker.log)}")
@@ -328,6 +342,7 @@ def measure(
     deadline = time.monotonic() + timeout_s
     worker = Worker(settings, base / f"worker-{unique}.log")
     result: dict[str, Any] = {
+        "worker_roles": settings.worker_roles,
         "table_cache_entries": cache_entries,
         "processing_guarantee": guarantee,
         "events": n_events,
@@ -365,14 +380,11 @@ def measure(
                     anon_kb=status.get("RssAnon", 0),
                 )
                 samples.append(sample)
-                counts = [metrics.get(k, 0.0) for k in (IDENTITY_EVENTS, PROFILE_EVENTS)]
-                counts.append(metrics.get(EVENTS_ROWS, 0.0))
-                state = "identity {:,.0f}, profile {:,.0f}, sink rows {:,.0f} of {:,.0f}".format(
-                    *counts, target
-                )
-                if identity_done is None and counts[0] >= target:
+                counts = stage_counts(settings, metrics)
+                state = f"{_state(counts)} of {target:,.0f}"
+                if identity_done is None and counts["identity"] >= target:
                     identity_done = sample
-                if min(counts) >= target:
+                if min(counts.values()) >= target:
                     break
             if now > deadline:
                 raise BenchError(
@@ -601,29 +613,30 @@ def run(
     compare_cache: int | None = None,
     timeout_s: float | None = None,
     interval_s: float = 1.0,
-    guarantee: str = "at_least_once",
+    guarantee: str = "exactly_once",
     overrides: dict[str, Any] | None = None,
     stores_identifiers: int | None = None,
     stores_compare: bool = False,
     progress: Callable[[str], None] | None = None,
+    roles: str = "identity",
 ) -> dict[str, Any]:
     """Measure the worker's RSS growth per new identifier (module docstring).
 
+    ``roles``: the worker's ``CDP_WORKER_ROLES`` (default: the identity stage alone, the
+    process that holds the identity graph; ``identity,profile,sink,api`` is the whole worker).
     ``cache_entries`` defaults to the settings' ``table_cache_entries``; ``compare_cache``
-    (entries per generation) adds a second run with that smaller read cache: by default
-    :data:`COMPARE_CACHE_ENTRIES` in full mode, none in quick mode; 0 disables it.
-    ``guarantee`` is at-least-once by default: see the module docstring. ``overrides``: worker
-    settings of both runs (e.g. ``{"rocksdb_block_cache_mb": 16}``). ``stores_identifiers``:
-    size of the stores-alone measurement (:func:`stores_at_scale`, with the worker's bounded
-    RocksDB options; ``stores_compare`` repeats it with faust's defaults): by default
-    :data:`FULL_STORES_IDENTIFIERS`, quick :data:`QUICK_STORES_IDENTIFIERS`; 0 skips it.
+    (entries per generation) adds a second run with that smaller read cache (none by default).
+    ``guarantee``: the worker's default, exactly-once. ``overrides``: worker settings of both
+    runs (e.g. ``{"rocksdb_block_cache_mb": 16}``). ``stores_identifiers``: size of the
+    stores-alone measurement (:func:`stores_at_scale`, with the worker's bounded RocksDB
+    options; ``stores_compare`` repeats it with faust's defaults); none by default, and it
+    needs the profile stage among the roles (it replays its records too).
     """
     n = identifiers or (QUICK_IDENTIFIERS if quick else FULL_IDENTIFIERS)
-    if compare_cache is None and not quick:
-        compare_cache = COMPARE_CACHE_ENTRIES
+    overrides = {"worker_roles": roles, **(overrides or {})}
     cache = cache_entries or Settings.model_fields["table_cache_entries"].default
-    # Generous: at least ~50 identifiers/s (the shared box did ~250).
-    timeout = timeout_s or (180.0 if quick else 300.0 + n / 50)
+    # Generous: at least ~250 identifiers/s (the identity stage alone did ~2,000 here).
+    timeout = timeout_s or (180.0 if quick else 300.0 + n / 250)
     started = time.monotonic()
     result: dict[str, Any] = {
         "goal_bytes_per_identifier": GOAL_BYTES_PER_IDENTIFIER,
@@ -667,8 +680,6 @@ def run(
                 )
                 small.pop("_samples")
                 result[f"cache_{compare_cache}"] = small
-            if stores_identifiers is None:
-                stores_identifiers = QUICK_STORES_IDENTIFIERS if quick else FULL_STORES_IDENTIFIERS
             if stores_identifiers:
                 variants = [("stores_bounded", False)]
                 if stores_compare or quick:
@@ -689,6 +700,12 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="~5k identifiers (smoke)")
+    parser.add_argument(
+        "--roles",
+        default="identity",
+        help="CDP_WORKER_ROLES of the worker measured (default: identity; "
+        "identity,profile,sink,api: the whole worker)",
+    )
     parser.add_argument("--identifiers", type=int, help="new identifiers to feed (about)")
     parser.add_argument("--cache-entries", type=int, help="CDP_TABLE_CACHE_ENTRIES of the run")
     parser.add_argument(
@@ -696,11 +713,11 @@ def main() -> None:
         type=int,
         nargs="?",
         const=COMPARE_CACHE_ENTRIES,
-        help=f"second run with this smaller table cache (full mode: {COMPARE_CACHE_ENTRIES:,}; "
-        "0: none)",
+        help=f"second run with this smaller table cache (without a value: "
+        f"{COMPARE_CACHE_ENTRIES:,})",
     )
     parser.add_argument(
-        "--guarantee", choices=("exactly_once", "at_least_once"), default="at_least_once"
+        "--guarantee", choices=("exactly_once", "at_least_once"), default="exactly_once"
     )
     parser.add_argument("--timeout", type=float, help="deadline of one run in seconds")
     parser.add_argument("--interval", type=float, default=1.0, help="sampling interval (s)")
@@ -714,7 +731,8 @@ def main() -> None:
     parser.add_argument(
         "--stores-identifiers",
         type=int,
-        help=f"identifiers of the stores-alone run (full: {FULL_STORES_IDENTIFIERS:,}; 0: none)",
+        help=f"identifiers of a stores-alone run (e.g. {STORES_IDENTIFIERS:,}; needs the "
+        "profile role)",
     )
     parser.add_argument(
         "--stores-compare",
@@ -759,6 +777,7 @@ def main() -> None:
             stores_identifiers=args.stores_identifiers,
             stores_compare=args.stores_compare,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            roles=args.roles,
         ),
         width=48,
     )

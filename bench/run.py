@@ -94,9 +94,9 @@ def _suites(quick: bool) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
             lambda: bench_e2e.run(quick=quick),
         ),
         (
-            "Identity memory per identifier (worker process, RocksDB store)",
+            "Identity memory per identifier (the identity worker, RocksDB store)",
             "bench/bench_identity_memory.py",
-            lambda: bench_identity_memory.run(quick=quick, compare_cache=0),
+            lambda: bench_identity_memory.run(quick=quick),
         ),
         (
             "Profile API lookups on chDB",
