@@ -1,15 +1,20 @@
 """End to end: collector → Kafka → worker → ClickHouse profiles, on a fresh stack of its own.
 
-``python -m bench.bench_e2e [--quick] [--events N] [--seconds S] [--rate R]`` prints the figures.
+``python -m bench.bench_e2e [--quick] [--events N] [--seconds S] [--rate R] [--one-process]``
+prints the figures.
 
 What runs: a single-node Kafka (``LocalKafka``) on free ports, the worker (``cdp worker``) and
 the collector (``cdp collector``) as their own processes, configured only through ``CDP_*``
 variables (own temp data dir, embedded chDB, topic prefix, consumer groups, ports; everything
-else at its default), exactly as ``cdp up`` runs them. This process is the client: it sends the
-load generator's stream (:mod:`pipeline.loadgen`) to ``/v1/batch`` and the pixel, and reads
-back through the profile API and the worker's ``/metrics`` while the stack runs, and from the
-chDB files (in a child process) once the worker has stopped. Everything it started is stopped
-at the end, on failure too.
+else at its default), as ``cdp up`` runs them. The worker runs as two processes by default
+(``CDP_WORKER_ROLES``): the stream stages (identity, profile) in one, the sink and the profile
+API in the other (they share the embedded chDB, which one process opens), as a deployment with
+its own API service runs it (``docker-compose.yml``); ``--one-process`` runs the single
+all-roles worker of ``cdp up``. Worker CPU, memory and counters are summed over its processes.
+This process is the client: it sends the load generator's stream (:mod:`pipeline.loadgen`) to
+``/v1/batch`` and the pixel, and reads back through the profile API and the workers'
+``/metrics`` while the stack runs, and from the chDB files (in a child process) once the
+workers have stopped. Everything it started is stopped at the end, on failure too.
 
 Phases, each bounded by a deadline (after a warm-up probe, so consumer-group joins and the
 first chDB queries are not timed):
@@ -36,8 +41,8 @@ first chDB queries are not timed):
    took less than 90 % of the rate or more than two seconds of events were waiting when the
    load stopped. The worker's own ``cdp_e2e_latency_seconds`` (collector receipt → the event's
    row in ClickHouse, not the profile) is read from its ``/metrics`` for comparison.
-3. **Worker memory**: ``VmHWM`` (peak resident) and ``VmRSS`` of the worker process from
-   ``/proc/<pid>/status`` at the end.
+3. **Worker memory**: ``VmHWM`` (peak resident) and ``VmRSS`` of the worker processes from
+   ``/proc/<pid>/status`` at the end (summed).
 4. **Identity quality** of the sustained phase's stream against the generator's ground truth,
    on the chDB files after the stop (each event's customer, merge chains followed), scored by
    :func:`pipeline.demo_report.score_identity` over *every* person and event (the demo scores a
@@ -979,7 +984,7 @@ def run(
     seconds: float | None = None,
     rate: float | None = None,
     probe_interval_s: float | None = None,
-    split: bool = False,
+    split: bool = True,
 ) -> dict[str, Any]:
     """All phases on a fresh stack; the figures as a (nested) dict.
 
@@ -1035,9 +1040,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="background events/s (default 2000)")
     parser.add_argument("--probe-interval", type=float, help="seconds between probes")
     parser.add_argument(
-        "--split",
+        "--one-process",
         action="store_true",
-        help="two worker processes: identity+profile, and sink+api (CDP_WORKER_ROLES)",
+        help="one worker process with every role (default: identity+profile, and sink+api)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
@@ -1048,7 +1053,7 @@ def main() -> None:
         seconds=args.seconds,
         rate=args.rate,
         probe_interval_s=args.probe_interval,
-        split=args.split,
+        split=not args.one_process,
     )
     if args.json:
         print(json.dumps(result, indent=2, default=str))
