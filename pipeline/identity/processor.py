@@ -44,7 +44,6 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.worker.buffered import BufferedTable
 from pipeline.worker.txsend import (
     DeadLetters,
-    EagerCommit,
     SourceTransactionSender,
     as_current_event,
     commit_gate,
@@ -104,12 +103,6 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
     app.identity_engine = engine  # type: ignore[attr-defined]  # profile API lookups
     seconds = metrics.processing_seconds.labels(AGENT)
     age = metrics.event_age.labels(AGENT)
-    eager = EagerCommit(
-        app,
-        settings.topic(s.TOPIC_RAW),
-        enabled=settings.eager_commit,
-        min_gap_s=settings.commit_interval_s / 4,
-    )
     events_counter = metrics.events_processed.labels(AGENT)
     messages_counter = metrics.messages_processed.labels(AGENT)
 
@@ -219,10 +212,6 @@ def register_identity(app: faust.App, settings: s.Settings, metrics: WorkerMetri
             if out.oldest_ms < NO_EVENT_MS:
                 age.observe(max(0.0, time.time() - out.oldest_ms / 1000))
             seconds.observe(time.perf_counter() - started)
-            if len(group) < group_messages:
-                # Caught up: commit (at most every quarter interval, the input is steady) so
-                # the profile stage sees this group sooner than at the next tick.
-                eager.request()
 
     return identity
 

@@ -222,19 +222,14 @@ class EagerCommit:
     own once the agent has acked the group (``take_events`` acks when the loop asks for the
     next group), outside any group (:class:`CommitGate`). At most one runs at a time; a
     request while one runs is kept for when it ends, and faust itself lets one commit run at
-    a time (a timer commit under way makes ours wait for it). ``min_gap_s`` spaces eager
-    commits out (for a stage whose input is steady rather than bursty: identity). Under
-    at-least-once nothing is done: outputs are visible as soon as they are sent.
+    a time (a timer commit under way makes ours wait for it). Under at-least-once nothing
+    is done: outputs are visible as soon as they are sent.
     """
 
-    def __init__(
-        self, app: AppT, topic: str, *, enabled: bool = True, min_gap_s: float = 0.0
-    ) -> None:
+    def __init__(self, app: AppT, topic: str, *, enabled: bool = True) -> None:
         self._app = app
         self._topics = {topic}
         self._enabled = enabled
-        self._min_gap_s = min_gap_s
-        self._last = float("-inf")  # loop time of the last eager commit's start
         self._task: Any = None
         self._again = False
 
@@ -253,14 +248,9 @@ class EagerCommit:
         import logging
 
         await asyncio.sleep(0)  # let the agent ack the group it has just finished
-        loop = asyncio.get_running_loop()
         again = True
         while again:
-            wait = self._last + self._min_gap_s - loop.time()
-            if wait > 0:  # requests meanwhile join this commit
-                await asyncio.sleep(wait)
             self._again = False
-            self._last = loop.time()
             try:
                 await self._app.consumer.commit(self._topics)
             except Exception:  # the timer commit retries; a failure also surfaces there

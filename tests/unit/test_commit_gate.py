@@ -117,33 +117,3 @@ def test_eager_commit_does_nothing_without_transactions_or_when_disabled() -> No
             assert app.consumer.calls == []
 
     asyncio.run(scenario())
-
-
-def test_eager_commits_keep_their_minimum_gap() -> None:
-    from pipeline.worker.txsend import EagerCommit
-
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        app = _App(in_transaction=True)
-        app.consumer.release.set()  # commits return at once
-        starts: list[float] = []
-        commit = app.consumer.commit
-
-        async def timed(topics: set[str]) -> bool:
-            starts.append(loop.time())
-            return await commit(topics)
-
-        app.consumer.commit = timed  # type: ignore[method-assign]
-        eager = EagerCommit(app, "raw", min_gap_s=0.2)  # type: ignore[arg-type]
-        eager.request()
-        deadline = loop.time() + 5
-        while not starts:
-            assert loop.time() < deadline
-            await asyncio.sleep(0.001)
-        eager.request()  # right after the first: waits for the gap
-        while len(starts) < 2:
-            assert loop.time() < deadline
-            await asyncio.sleep(0.001)
-        assert starts[1] - starts[0] >= 0.2
-
-    asyncio.run(scenario())
