@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest wait for a group of input messages to fill up (latency bound).",
     )
+    malloc_trim_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often a worker process hands glibc's free heap memory back to the "
+        "system (malloc_trim); 0: never.",
+    )
     table_cache_entries: int = Field(
         20_000,
         ge=1,

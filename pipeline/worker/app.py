@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.gctune import tune_gc
 from pipeline.httpd import serve, status_app
 from pipeline.settings import STREAM_ROLES, Settings
-from pipeline.worker.malloc import limit_malloc_arenas
+from pipeline.worker.malloc import MallocTrimmer, limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def edge_services(
     health: Callable[[], dict[str, object]],
 ) -> list[Service]:
     """The services beside the stream stages: the ClickHouse sink and the profile API when the
-    roles have them, always the HTTP server (``/metrics``, ``/healthz``) and the lag monitor."""
+    roles have them, always the HTTP server (``/metrics``, ``/healthz``), the lag monitor and
+    the heap trimmer (pipeline/worker/malloc.py)."""
     from pipeline.api.server import build_api
     from pipeline.lag import worker_lag_monitor
     from pipeline.sink.wiring import build_sink_service
@@ -116,6 +117,8 @@ def edge_services(
         web_app = status_app(registry, health)
     services.append(HttpService(web_app, settings.api_host, settings.api_port))
     services.append(worker_lag_monitor(settings, registry))
+    if settings.malloc_trim_interval_s > 0:
+        services.append(MallocTrimmer(settings.malloc_trim_interval_s))
     return services
 
 
