@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -67,7 +68,33 @@ def ensure_jars(libs_dir: Path, *, quiet: bool = True) -> Path:
     return libs_dir
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port() -> int:
+    """A free port below the ephemeral range where possible.
+
+    A port the kernel picked for ``bind(0)`` comes from the ephemeral range, which outgoing
+    connections also draw from: between choosing it and the server binding it, a client
+    socket could take it (Kafka failed to bind its controller port that way while a benchmark
+    held many connections). Ports below that range are only ever taken by a bind.
+    """
+    low, _ = _ephemeral_range()
+    if low > 11_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low - 1)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
