@@ -238,10 +238,17 @@ class EagerCommit:
 
         if not (self._enabled and self._app.in_transaction):  # in_worker is set at start
             return
+        if self._stopping():
+            return
         if self._task is not None and not self._task.done():
             self._again = True
             return
         self._task = asyncio.ensure_future(self._run())
+
+    def _stopping(self) -> bool:
+        # Stopping: faust commits once more itself; a commit of ours then would race the
+        # consumer's and the producers' shutdown.
+        return bool(self._app.should_stop or self._app.consumer.should_stop)
 
     async def _run(self) -> None:
         import asyncio
@@ -249,7 +256,7 @@ class EagerCommit:
 
         await asyncio.sleep(0)  # let the agent ack the group it has just finished
         again = True
-        while again:
+        while again and not self._stopping():
             self._again = False
             try:
                 await self._app.consumer.commit(self._topics)

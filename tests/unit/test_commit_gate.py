@@ -65,6 +65,7 @@ def test_commits_and_groups_alone_do_not_wait() -> None:
 
 class _Consumer:
     def __init__(self) -> None:
+        self.should_stop = False
         self.calls: list[set[str]] = []
         self.release = asyncio.Event()
 
@@ -76,6 +77,7 @@ class _Consumer:
 
 class _App:
     def __init__(self, in_transaction: bool) -> None:
+        self.should_stop = False
         self.in_transaction = in_transaction
         self.consumer = _Consumer()
 
@@ -106,11 +108,15 @@ def test_eager_commit_commits_its_topic_once_at_a_time_and_keeps_one_request() -
     asyncio.run(scenario())
 
 
-def test_eager_commit_does_nothing_without_transactions_or_when_disabled() -> None:
+def test_eager_commit_does_nothing_without_transactions_when_disabled_or_stopping() -> None:
     from pipeline.worker.txsend import EagerCommit
 
+    stopping = _App(True)
+    stopping.should_stop = True
+
     async def scenario() -> None:
-        for app, enabled in ((_App(in_transaction=False), True), (_App(True), False)):
+        cases = ((_App(in_transaction=False), True), (_App(True), False), (stopping, True))
+        for app, enabled in cases:
             eager = EagerCommit(app, "resolved", enabled=enabled)  # type: ignore[arg-type]
             eager.request()
             await asyncio.sleep(0.01)
