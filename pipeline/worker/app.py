@@ -14,7 +14,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import mode
@@ -26,6 +26,9 @@ from pipeline.gctune import tune_gc
 from pipeline.httpd import serve, status_app
 from pipeline.settings import STREAM_ROLES, Settings
 from pipeline.worker.malloc import MallocTrimmer, limit_malloc_arenas
+
+if TYPE_CHECKING:
+    from pipeline.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def create_faust_app(settings: Settings) -> faust.App:
 def edge_services(
     settings: Settings,
     registry: CollectorRegistry,
-    metrics: Any,
+    metrics: WorkerMetrics,
     health: Callable[[], dict[str, object]],
 ) -> list[Service]:
     """The services beside the stream stages: the ClickHouse sink and the profile API when the
