@@ -29,17 +29,25 @@ WORKER_MALLOC_ARENAS: Final = 2
 _M_ARENA_MAX: Final = -8  # mallopt parameter, <malloc.h>
 
 
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """``name`` from the C library, or None where it has no such function (not glibc)."""
+    library = ctypes.util.find_library("c")
+    if not library:
+        return None
+    try:
+        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+    return function
+
+
 def limit_malloc_arenas(arenas: int = WORKER_MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas (before threads start); False where that is not possible
     (not glibc, or ``MALLOC_ARENA_MAX`` is set: the operator's choice stands)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to cap
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     ok = bool(mallopt(_M_ARENA_MAX, arenas))
     if not ok:
@@ -50,14 +58,7 @@ def limit_malloc_arenas(arenas: int = WORKER_MALLOC_ARENAS) -> bool:
 def malloc_trim_function() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim`` (frees the heap's free memory back to the system), or None
     where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
+    return _libc_function("malloc_trim")
 
 
 class MallocTrimmer(Service):
