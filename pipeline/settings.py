@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_heap: str = Field("512m", description="Max heap of the local Kafka JVM.")
+    kafka_compression: Literal["none", "zstd", "lz4", "gzip"] = Field(
+        "zstd",
+        description="Compression of the record batches the collector and the worker produce "
+        "(see README, Kafka compression).",
+    )
     kafka_libs_dir: Path = Field(
         PROJECT_ROOT / ".cache" / "kafka" / "libs",
         description="Where `make setup` copies the Kafka jars from Maven Central.",
@@ -230,6 +235,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warn", "error"] = Field(
         "info", description="Log level of the Python processes."
     )
+
+    @property
+    def producer_compression(self) -> str | None:
+        """``kafka_compression`` as the Kafka clients take it (None: uncompressed)."""
+        return None if self.kafka_compression == "none" else self.kafka_compression
 
     @field_validator("worker_roles")
     @classmethod

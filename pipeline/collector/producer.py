@@ -178,6 +178,7 @@ class KafkaGateway:
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
+            compression_type=settings.producer_compression,
             # The batcher lingers already; while one request per partition is in flight (the
             # idempotent producer keeps order that way) the next messages pile up in one
             # record batch, so no extra linger is needed here.

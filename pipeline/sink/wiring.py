@@ -66,6 +66,10 @@ def build_sink_service(settings: s.Settings, client: Any, metrics: WorkerMetrics
                 profile_change_rows(value)
             ),
         },
-        sinks=[events, identities, merges, refusals, profiles],
+        # Flushed in this order: first the tables the profile API reads (an identifier's
+        # customer, merges, the profile), then the timeline's events, the largest insert. A
+        # profile becomes visible one events insert sooner (40-100 ms at 2,000 events/s); the
+        # offsets are committed after all of them either way.
+        sinks=[identities, merges, profiles, events, refusals],
         on_flushed=on_flushed,
     )

@@ -77,6 +77,7 @@ def create_faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_compression_type=settings.producer_compression,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval_s,
         # A killed worker's consumer stays in the group until this times out, and its
