@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     kafka_compression: Literal["none", "zstd", "lz4", "gzip"] = Field(
         "zstd",
         description="Compression of the record batches the collector and the worker produce "
-        "(see README, Kafka compression).",
+        "(see README, compressed record batches).",
     )
     kafka_libs_dir: Path = Field(
         PROJECT_ROOT / ".cache" / "kafka" / "libs",

@@ -65,3 +65,10 @@ def test_worker_roles_default_to_all_and_are_validated(monkeypatch: pytest.Monke
     for bad, message in (("identity,graph", "unknown worker role"), (" , ", "no worker role")):
         with pytest.raises(ValueError, match=message):
             Settings(worker_roles=bad)
+
+
+def test_kafka_compression_as_the_clients_take_it() -> None:
+    assert Settings().producer_compression == "zstd"
+    assert Settings(kafka_compression="none").producer_compression is None
+    with pytest.raises(ValueError, match="kafka_compression"):
+        Settings(kafka_compression="brotli")  # type: ignore[arg-type]
