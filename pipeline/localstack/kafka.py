@@ -89,12 +89,8 @@ def free_port() -> int:
     if low > 11_000:
         for _ in range(50):
             port = random.randrange(10_000, low - 1)
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+            if _bindable(port):
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -104,14 +100,19 @@ def free_port_pair() -> int:
     """A free port whose successor is free too (the local stack's controller uses port + 1)."""
     for _ in range(100):
         port = free_port()
-        if port < 65535 and not port_open("127.0.0.1", port + 1):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
+        if port < 65535 and not port_open("127.0.0.1", port + 1) and _bindable(port + 1):
             return port
     raise KafkaError("no two consecutive free ports found")
+
+
+def _bindable(port: int) -> bool:
+    """Whether a socket can bind ``port`` on the loopback address right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int) -> bool:
