@@ -13,6 +13,7 @@ use. ``MALLOC_ARENA_MAX`` in the environment still wins (glibc reads it at start
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -78,8 +79,6 @@ class MallocTrimmer(Service):
 
     @Service.task
     async def _trim(self) -> None:
-        import asyncio
-
         trim = malloc_trim_function()
         if trim is None:  # not glibc: nothing to do
             return
