@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.gctune import tune_gc
 from pipeline.httpd import serve, status_app
 from pipeline.settings import STREAM_ROLES, Settings
+from pipeline.worker.loopstall import LoopStallMonitor
 from pipeline.worker.malloc import MallocTrimmer, limit_malloc_arenas
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def edge_services(
         web_app = status_app(registry, health)
     services.append(HttpService(web_app, settings.api_host, settings.api_port))
     services.append(worker_lag_monitor(settings, registry))
+    services.append(LoopStallMonitor(metrics.loop_lag))
     if settings.malloc_trim_interval_s > 0:
         services.append(MallocTrimmer(settings.malloc_trim_interval_s))
     return services

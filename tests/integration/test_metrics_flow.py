@@ -178,6 +178,7 @@ def test_metrics_follow_traffic_through_collector_and_worker(
     assert (sink_group, settings.topic("cdp.events.resolved"), "0") in lags
     assert _value(worker, "cdp_consumer_lag_updated_timestamp_seconds") > 0
     assert _value(worker, "cdp_consumer_lag_errors_total") == 0
+    assert _value(worker, "cdp_event_loop_lag_seconds_count") >= 1
     # faust counts Kafka messages (batches), at least the one the collector wrote and the bad one.
     assert _value(worker, "cdp_faust_messages_received_total") >= 2
 

@@ -71,6 +71,8 @@ def test_stream_and_edge_roles_in_two_processes(tmp_path: Path) -> None:
         assert stream_metrics.get(PROFILE_EVENTS, 0) == 20
         assert edge_metrics.get(EVENTS_ROWS, 0) == 20
         assert edge_metrics.get(PROFILE_EVENTS, 0) == 0  # the profile stage runs elsewhere
+        for metrics in (stream_metrics, edge_metrics):  # each process samples its own loop
+            assert metrics["cdp_event_loop_lag_seconds_count"] >= 1
         for stage in ("identity", "profile"):  # how old events were when each stage had them
             assert stream_metrics[f'cdp_stage_event_age_seconds_count{{stage="{stage}"}}'] >= 1
             assert stream_metrics[f'cdp_stage_event_age_seconds_sum{{stage="{stage}"}}'] < 60
