@@ -97,6 +97,7 @@ WRITE_KEY = "bench-write-key"
 API_TOKEN = "bench-api-token"  # noqa: S105 - a throwaway token of a throwaway stack
 E2E_HISTOGRAM = "cdp_e2e_latency_seconds"
 AGE_HISTOGRAM = "cdp_stage_event_age_seconds"
+LOOP_LAG_HISTOGRAM = "cdp_event_loop_lag_seconds"
 START_TIMEOUT_S = 180.0
 _WRITE_HEADERS = {
     "Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
@@ -203,6 +204,17 @@ class Stack:
 
     def worker_cpu_s(self) -> float:
         return sum(cpu_seconds(p.proc.pid) for p in self.workers)
+
+    def loop_lag(self) -> dict[str, dict[str, float]]:
+        """Each worker process's event-loop lag histogram samples, by process name."""
+        return {
+            p.name: {
+                name: value
+                for name, value in scrape(p.url + "/metrics").items()
+                if name.startswith(LOOP_LAG_HISTOGRAM)
+            }
+            for p in self.workers
+        }
 
 
 @contextlib.contextmanager
@@ -775,6 +787,7 @@ async def latency(
 ) -> dict[str, Any]:
     before = await asyncio.to_thread(stack.worker_metrics)
     counts_before = await asyncio.to_thread(stage_counts, stack)
+    lag_before = await asyncio.to_thread(stack.loop_lag)
     cpu0 = stack.worker_cpu_s()
     facts = StreamFacts()
     options = SendOptions(
@@ -816,6 +829,7 @@ async def latency(
         drain_s = f"not drained: {exc}"
     after = await asyncio.to_thread(stack.worker_metrics)
     counts_after = await asyncio.to_thread(stage_counts, stack)
+    lag_after = await asyncio.to_thread(stack.loop_lag)
     profiled = sum(counts_after[k] - counts_before[k] for k in ("profile", "duplicates_dropped"))
     cpu = stack.worker_cpu_s() - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
@@ -856,6 +870,14 @@ async def latency(
             for stage in ("identity", "profile")
         },
         "worker_cpu_cores": cpu / max(1e-9, time.monotonic() - started),
+        # How long synchronous work held each worker process's event loop (sampled every
+        # 50 ms): what the other stages, sends and commits of that process waited.
+        "event_loop_lag": {
+            name: histogram_quantiles(
+                samples, lag_before.get(name, {}), LOOP_LAG_HISTOGRAM, (0.5, 0.99)
+            )
+            for name, samples in lag_after.items()
+        },
     }
     if not kept_up:
         out["flag"] = (
