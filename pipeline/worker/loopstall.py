@@ -4,12 +4,12 @@ A worker process runs its stages, the sink's bookkeeping, the HTTP server and th
 clients' callbacks on one asyncio loop. A stage's group of messages is processed in one
 synchronous piece (decoding, aggregation, table writes), and while it runs nothing else on the
 loop moves: another stage's input waits, the API answers late, sends and commits are not
-started. The end-to-end latency builds up in exactly these stalls, and no per-stage metric shows
-them: a trace of the stream process at 2,000 events/s found the profile stage's group of a
-commit interval's burst holding the loop for 0.2-0.4 s at a time (README, "Where the latency
-goes"). So each worker process samples its own loop: a task sleeps ``interval_s`` and records
-how much later than asked it woke up. On an idle loop that is well under a millisecond; a long
-tail means synchronous work in pieces that long. The cost is ~20 wake-ups a second.
+started. Under load much of the end-to-end latency builds up in these stalls, and no per-stage
+metric shows them: a trace of the stream process at 2,000 events/s found the profile stage's
+group of a commit interval's burst holding the loop for 0.2-0.4 s at a time (README, "Where the
+latency goes"). So each worker process samples its own loop: a task sleeps ``interval_s`` and
+records how much later than asked it woke up. On an idle loop that is well under a millisecond;
+a long tail means synchronous work in pieces that long. The cost is ~20 wake-ups a second.
 """
 
 from __future__ import annotations
