@@ -194,27 +194,25 @@ class Stack:
     def workers(self) -> list[Process]:
         return [p for p in (self.stream, self.worker) if p is not None]
 
+    def process_metrics(self) -> dict[str, dict[str, float]]:
+        """Each worker process's ``/metrics`` samples, by process name."""
+        return {p.name: scrape(p.url + "/metrics") for p in self.workers}
+
     def worker_metrics(self) -> dict[str, float]:
         """The worker processes' ``/metrics`` samples, summed over the processes."""
-        total: dict[str, float] = defaultdict(float)
-        for process in self.workers:
-            for name, value in scrape(process.url + "/metrics").items():
-                total[name] += value
-        return dict(total)
+        return summed(self.process_metrics())
 
     def worker_cpu_s(self) -> float:
         return sum(cpu_seconds(p.proc.pid) for p in self.workers)
 
-    def loop_lag(self) -> dict[str, dict[str, float]]:
-        """Each worker process's event-loop lag histogram samples, by process name."""
-        return {
-            p.name: {
-                name: value
-                for name, value in scrape(p.url + "/metrics").items()
-                if name.startswith(LOOP_LAG_HISTOGRAM)
-            }
-            for p in self.workers
-        }
+
+def summed(per_process: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Samples of several processes added up by series name."""
+    total: dict[str, float] = defaultdict(float)
+    for samples in per_process.values():
+        for name, value in samples.items():
+            total[name] += value
+    return dict(total)
 
 
 @contextlib.contextmanager
@@ -785,9 +783,10 @@ async def latency(
     sizes: Sizes,
     totals: Totals,
 ) -> dict[str, Any]:
-    before = await asyncio.to_thread(stack.worker_metrics)
+    # Per process as well: each process's event-loop lag is its own.
+    per_process_before = await asyncio.to_thread(stack.process_metrics)
+    before = summed(per_process_before)
     counts_before = await asyncio.to_thread(stage_counts, stack)
-    lag_before = await asyncio.to_thread(stack.loop_lag)
     cpu0 = stack.worker_cpu_s()
     facts = StreamFacts()
     options = SendOptions(
@@ -827,9 +826,9 @@ async def latency(
         drain_s: float | str = await drain.wait(sizes.drain_timeout_s)
     except BenchError as exc:  # reported, and the next phases are skipped (see _phases)
         drain_s = f"not drained: {exc}"
-    after = await asyncio.to_thread(stack.worker_metrics)
+    per_process_after = await asyncio.to_thread(stack.process_metrics)
+    after = summed(per_process_after)
     counts_after = await asyncio.to_thread(stage_counts, stack)
-    lag_after = await asyncio.to_thread(stack.loop_lag)
     profiled = sum(counts_after[k] - counts_before[k] for k in ("profile", "duplicates_dropped"))
     cpu = stack.worker_cpu_s() - cpu0
     achieved = stats.accepted / load_s if load_s > 0 else 0.0
@@ -874,9 +873,9 @@ async def latency(
         # 50 ms): what the other stages, sends and commits of that process waited.
         "event_loop_lag": {
             name: histogram_quantiles(
-                samples, lag_before.get(name, {}), LOOP_LAG_HISTOGRAM, (0.5, 0.99)
+                samples, per_process_before.get(name, {}), LOOP_LAG_HISTOGRAM, (0.5, 0.99)
             )
-            for name, samples in lag_after.items()
+            for name, samples in per_process_after.items()
         },
     }
     if not kept_up:
