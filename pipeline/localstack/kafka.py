@@ -264,7 +264,8 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise KafkaError(
-                    f"Kafka exited with {proc.returncode}; see {self.log_dir / 'stdout.log'}"
+                    f"Kafka exited with {proc.returncode}; see {self.log_dir}"
+                    + _fatal_lines(self.log_dir / "server.log")
                 )
             if port_open("127.0.0.1", self.port) and broker_ready(self.bootstrap):
                 return
@@ -280,6 +281,27 @@ class LocalKafka:
         stop_process(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _fatal_lines(server_log: Path, limit: int = 3) -> str:
+    """The broker's last ERROR/FATAL lines and the exception after each, for the error message.
+
+    A CI run keeps only the test's output, not the broker's log directory, so the reason a broker
+    died has to travel in the exception.
+    """
+    try:
+        lines = server_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    picked: list[str] = []
+    for i, line in enumerate(lines):
+        if " ERROR " in line or " FATAL " in line:
+            picked.append(line)
+            if i + 1 < len(lines) and not lines[i + 1].startswith("["):
+                picked.append(lines[i + 1])  # the exception's class and message
+    if not picked:
+        return ""
+    return "\n" + "\n".join(picked[-2 * limit :])
 
 
 def stop_process(pid: int, timeout_s: float) -> None:
