@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest wait for a group of input messages to fill up (latency bound).",
     )
+    sink_events_flush_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often the sink inserts the events timeline into ClickHouse (each "
+        "insert is a new part to merge; the profile lookups' tables flush as soon as the "
+        "profile rows have caught up).",
+    )
     malloc_trim_interval_s: float = Field(
         10.0,
         ge=0,

@@ -7,13 +7,22 @@ stream processors run exactly-once while the sink stays at-least-once into idemp
 (ReplacingMergeTree: a replayed row replaces its twin). It reads with ``read_committed``, so it
 only ever sees the outputs of committed transactions.
 
-Rows are flushed when ``max_rows`` are buffered, when ``flush_interval_s`` has passed, or as soon
-as the consumer has caught up (a fetch of ``idle_ms`` brought nothing more), whichever comes
-first; offsets are committed only after every table's insert succeeded. Flushing once caught up
-matters because the stages upstream commit transactions on a timer: their records become
-visible in bursts, and waiting out the interval after a burst added up to 0.5 s to the time
-from an event's acknowledgement to its profile. Under a steady stream a fetch is never empty,
-so batches still fill up to the interval or ``max_rows``.
+The tables are flushed in :class:`FlushGroup` s, each with the topics that feed it; a group's
+flush commits exactly its own topics' offsets, after every one of its inserts succeeded. A group
+is flushed when ``max_rows`` are buffered in it, when its ``interval_s`` has passed, or - for a
+group with ``eager_topics`` - as soon as the consumer has caught up (a fetch of ``idle_ms``
+brought nothing more) while records of those topics wait.
+
+Flushing once caught up matters for what the profile API reads: the stages upstream commit
+transactions on a timer, so their records become visible in bursts, and waiting out the
+interval after a burst added up to 0.5 s to the time from an event's acknowledgement to its
+profile. Under a steady stream a fetch is never empty, so batches still fill up to the interval
+or ``max_rows``. The other side of it is cost: every insert makes a new part in each table (a
+directory of files), which background merges then rewrite, ~30 ms of CPU per insert on the
+2-core bench box whatever its size. So a table nothing waits for (the events timeline) gets a
+group of its own with a longer interval, and the lookups' group flushes when the profile rows
+have caught up, not for identity rows alone: a profile lookup needs both, and identity's rows
+always come first (the profile stage is downstream of them).
 """
 
 from __future__ import annotations
@@ -21,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from pipeline.sink.clickhouse import TableSink
@@ -41,7 +50,6 @@ class SinkConfig:
     bootstrap: str
     group_id: str
     max_rows: int = 20_000
-    flush_interval_s: float = 0.5
     #: A fetch that waited this long for more records and got none means "caught up": flush.
     idle_ms: int = 20
     #: Records carrying this (header, value) are skipped: the profile processor re-sends events
@@ -50,23 +58,64 @@ class SinkConfig:
     skip_header: tuple[str, bytes] | None = ("cdp-origin", b"profile")
 
 
-class SinkService(Service):
-    """Consumes ``handlers``' topics, feeds ``sinks``, flushes, then commits."""
+@dataclass
+class FlushGroup:
+    """Tables flushed together, and the topics whose records feed them (only them)."""
 
-    def __init__(
-        self,
-        config: SinkConfig,
-        handlers: Mapping[str, Handler],
-        sinks: Sequence[TableSink],
-        on_flushed: Callable[[], None] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    name: str
+    #: topic -> what turns one of its records into rows of this group's sinks
+    handlers: Mapping[str, Handler]
+    #: inserted in this order (what a reader waits for first)
+    sinks: Sequence[TableSink]
+    interval_s: float = 0.5
+    #: once the consumer has caught up while records of these topics wait: flush at once
+    eager_topics: frozenset[str] = frozenset()
+    on_flushed: Callable[[], None] | None = None
+    #: topics with records handled since the last flush
+    pending: set[str] = field(default_factory=set)
+    last_flush: float = field(default_factory=time.monotonic)
+
+    def buffered(self) -> int:
+        return sum(len(sink) for sink in self.sinks)
+
+    def flush_now(self, now: float, caught_up: bool, max_rows: int) -> bool:
+        """Whether this group's buffered rows go to ClickHouse now (see the module docstring)."""
+        if not self.pending:
+            return False
+        return (
+            now - self.last_flush >= self.interval_s
+            or (caught_up and not self.pending.isdisjoint(self.eager_topics))
+            or self.buffered() >= max_rows
+        )
+
+    def wait_s(self, now: float, idle_s: float) -> float:
+        """How long the next fetch may wait before this group has to be looked at again."""
+        left = self.interval_s - (now - self.last_flush)
+        if not self.pending.isdisjoint(self.eager_topics):  # rows wait: look for more briefly
+            left = min(left, idle_s)
+        return left
+
+
+class SinkService(Service):
+    """Consumes the groups' topics, feeds their sinks, flushes a group, then commits its topics."""
+
+    def __init__(self, config: SinkConfig, groups: Sequence[FlushGroup], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._config = config
-        self._handlers = dict(handlers)
-        self._sinks = list(sinks)
-        self._on_flushed = on_flushed
+        self._groups = list(groups)
+        self._group_of: dict[str, FlushGroup] = {}
+        self._handlers: dict[str, Handler] = {}
+        for group in self._groups:
+            for topic, handler in group.handlers.items():
+                if topic in self._group_of:
+                    raise ValueError(f"topic {topic!r} feeds two flush groups")
+                self._group_of[topic] = group
+                self._handlers[topic] = handler
         self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def groups(self) -> list[FlushGroup]:
+        return list(self._groups)
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -86,27 +135,30 @@ class SinkService(Service):
             await self._consumer.stop()
             self._consumer = None
 
-    def _flush_sinks(self) -> None:
-        for sink in self._sinks:
-            sink.flush()
-
-    def _buffered(self) -> int:
-        return sum(len(sink) for sink in self._sinks)
+    async def _flush(self, consumer: AIOKafkaConsumer, group: FlushGroup) -> None:
+        """Insert the group's rows, then commit its topics' positions (every record handled)."""
+        # The inserts run in a thread: chDB does its work in C++ without the GIL (and the HTTP
+        # client waits on a socket), so the stream processors keep the event loop meanwhile.
+        # clickhouse-connect's chDB backend serialises queries with a lock, so the profile
+        # API's reads from the loop thread simply wait their turn. Nothing adds rows while this
+        # awaits: only the sink's loop does.
+        await asyncio.to_thread(_flush_all, group.sinks)
+        await consumer.commit(await _positions(consumer, group.handlers))
+        if group.on_flushed is not None:
+            group.on_flushed()
+        group.pending.clear()
+        group.last_flush = time.monotonic()
 
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        last_flush = time.monotonic()
-        pending = False
         skip = self._config.skip_header
+        idle_s = self._config.idle_ms / 1000
         while not self.should_stop:
-            remaining_ms = int(
-                1000 * (self._config.flush_interval_s - (time.monotonic() - last_flush))
-            )
-            if pending:  # rows wait: look for more only briefly
-                remaining_ms = min(remaining_ms, self._config.idle_ms)
+            now = time.monotonic()
+            wait_s = min(group.wait_s(now, idle_s) for group in self._groups)
             try:
-                batch = await consumer.getmany(timeout_ms=max(1, remaining_ms))
+                batch = await consumer.getmany(timeout_ms=max(1, int(1000 * wait_s)))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a broker hiccup: retry the fetch, nothing was consumed
@@ -122,20 +174,26 @@ class SinkService(Service):
                         handle(message.value)
                     except Exception:  # a bad record must not stop the sink; it is logged
                         log.exception("sink could not map %s@%s", tp, message.offset)
-                pending = pending or bool(messages)
-            due = time.monotonic() - last_flush >= self._config.flush_interval_s
+                if messages:
+                    self._group_of[tp.topic].pending.add(tp.topic)
+            now = time.monotonic()
             caught_up = not batch
-            if pending and (due or caught_up or self._buffered() >= self._config.max_rows):
-                # The inserts run in a thread: chDB does its work in C++ without the GIL (and
-                # the HTTP client waits on a socket), so the stream processors keep the event
-                # loop meanwhile. clickhouse-connect's chDB backend serialises queries with a
-                # lock, so the profile API's reads from the loop thread simply wait their turn.
-                # Nothing adds rows while this awaits: only this loop does.
-                await asyncio.to_thread(self._flush_sinks)
-                await consumer.commit()
-                if self._on_flushed is not None:
-                    self._on_flushed()
-                pending = False
-                last_flush = time.monotonic()
-            elif due:
-                last_flush = time.monotonic()
+            for group in self._groups:
+                if group.flush_now(now, caught_up, self._config.max_rows):
+                    await self._flush(consumer, group)
+                elif not group.pending and now - group.last_flush >= group.interval_s:
+                    group.last_flush = now  # nothing waited: the next interval starts now
+
+
+def _flush_all(sinks: Sequence[TableSink]) -> None:
+    for sink in sinks:
+        sink.flush()
+
+
+async def _positions(
+    consumer: AIOKafkaConsumer, topics: Collection[str]
+) -> dict[TopicPartition, int]:
+    """The consumer's position in each assigned partition of ``topics``: every record before it
+    has been handled (``getmany`` returned it and the loop mapped it), and the position is past
+    the transaction markers, so a committed group shows no lag."""
+    return {tp: await consumer.position(tp) for tp in consumer.assignment() if tp.topic in topics}

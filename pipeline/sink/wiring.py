@@ -20,7 +20,10 @@ from pipeline.sink.rows import (
     change_rows,
     event_row,
 )
-from pipeline.sink.service import SinkConfig, SinkService
+from pipeline.sink.service import FlushGroup, SinkConfig, SinkService
+
+#: Longest wait of the lookup tables' rows (identities, merges, profiles) for their insert.
+LOOKUPS_FLUSH_INTERVAL_S = 0.5
 
 
 def build_sink_service(settings: s.Settings, client: Any, metrics: WorkerMetrics) -> SinkService:
@@ -56,20 +59,28 @@ def build_sink_service(settings: s.Settings, client: Any, metrics: WorkerMetrics
             observe(max(0.0, (now_ms - at) / 1000))
         received.clear()
 
-    return SinkService(
-        SinkConfig(bootstrap=settings.kafka_bootstrap, group_id=f"{settings.worker_id}-sink"),
+    changes_topic = settings.topic(s.TOPIC_PROFILE_CHANGES)
+    lookups = FlushGroup(
+        "lookups",
         handlers={
-            settings.topic(s.TOPIC_RESOLVED): on_resolved,
             settings.topic(s.TOPIC_IDENTITY_CHANGES): on_changes,
             # Rows of several customers per message; the table's version makes replays harmless.
-            settings.topic(s.TOPIC_PROFILE_CHANGES): lambda value: profiles.add(
-                profile_change_rows(value)
-            ),
+            changes_topic: lambda value: profiles.add(profile_change_rows(value)),
         },
-        # Flushed in this order: first the tables the profile API reads (an identifier's
-        # customer, merges, the profile), then the timeline's events, the largest insert. A
-        # profile becomes visible one events insert sooner (40-100 ms at 2,000 events/s); the
-        # offsets are committed after all of them either way.
-        sinks=[identities, merges, profiles, events, refusals],
+        # What a lookup by email reads (an identifier's customer, merges, the profile; kept by
+        # materialized views on these three), inserted before the refusals nobody waits for.
+        sinks=[identities, merges, profiles, refusals],
+        interval_s=LOOKUPS_FLUSH_INTERVAL_S,
+        # Flushed as soon as the profile rows have caught up: identity's rows for the same
+        # events come before them, and a profile is only found once both are in.
+        eager_topics=frozenset({changes_topic}),
+    )
+    timeline = FlushGroup(
+        "events",
+        handlers={settings.topic(s.TOPIC_RESOLVED): on_resolved},
+        sinks=[events],
+        interval_s=settings.sink_events_flush_s,
         on_flushed=on_flushed,
     )
+    config = SinkConfig(bootstrap=settings.kafka_bootstrap, group_id=f"{settings.worker_id}-sink")
+    return SinkService(config, [lookups, timeline])
