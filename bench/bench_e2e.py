@@ -1,6 +1,7 @@
 """End to end: collector → Kafka → worker → ClickHouse profiles, on a fresh stack of its own.
 
-``python -m bench.bench_e2e [--quick] [--events N] [--seconds S] [--rate R] [--one-process]``
+``python -m bench.bench_e2e [--quick] [--events N] [--seconds S] [--rate R] [--settle S]
+[--one-process]``
 prints the figures.
 
 What runs: a single-node Kafka (``LocalKafka``) on free ports, the worker (``cdp worker``) and
@@ -32,7 +33,11 @@ first chDB queries are not timed):
    (``FINAL``, merged-away customers excluded) against the distinct accepted messageIds of the
    whole run (a duplicate send counts once in a profile), and the distinct event rows.
 2. **Latency** at a steady background load of ``--rate`` events/s (default 2,000, issue #5) and
-   at half the sustained throughput (issue #7): probes (an ``identify`` with a unique email)
+   at half the sustained throughput (issue #7), each measured after ``--settle`` seconds (30) of
+   that load, so that it measures the steady state at that rate and not the stack still working
+   off the phase before (the 2,000 events/s phase, right after the sustained one at full speed,
+   started behind in two full runs; the backlog is counted from the phase's very start, so a
+   stack that cannot keep up still shows): probes (an ``identify`` with a unique email)
    every ``--probe-interval`` s (0.2); latency = the collector's HTTP 200 for the probe to the
    first ``GET /v1/profiles?email=…`` answering 200 (polling: see :class:`Probes`; an upper
    bound within ~0.1 s, ~15 lookups/s on the worker). Whether the pipeline kept
@@ -112,12 +117,13 @@ class Sizes:
     seconds: float  # of each latency phase
     rate: float  # background events/s of the first latency phase
     probe_interval_s: float
+    settle_s: float  # load at a latency phase's rate before anything is measured
     drain_timeout_s: float  # longest wait for the stack to catch up after a phase
     probe_timeout_s: float  # a probe not visible after this long counts as not visible
 
 
-QUICK = Sizes(3_000, 300, 4.0, 2_000.0, 0.2, 120.0, 60.0)
-FULL = Sizes(150_000, 7_500, 60.0, 2_000.0, 0.2, 600.0, 120.0)
+QUICK = Sizes(3_000, 300, 4.0, 2_000.0, 0.2, 1.0, 120.0, 60.0)
+FULL = Sizes(150_000, 7_500, 60.0, 2_000.0, 0.2, 30.0, 600.0, 120.0)
 
 
 class BenchError(RuntimeError):
@@ -783,11 +789,10 @@ async def latency(
     sizes: Sizes,
     totals: Totals,
 ) -> dict[str, Any]:
-    # Per process as well: each process's event-loop lag is its own.
-    per_process_before = await asyncio.to_thread(stack.process_metrics)
-    before = summed(per_process_before)
+    # The whole phase's accounting (every accepted event must reach the profile stage) and the
+    # backlog count from its start, settling included.
+    start_metrics = await asyncio.to_thread(stack.worker_metrics)
     counts_before = await asyncio.to_thread(stage_counts, stack)
-    cpu0 = stack.worker_cpu_s()
     facts = StreamFacts()
     options = SendOptions(
         collector_url=stack.settings.collector_url,
@@ -795,15 +800,26 @@ async def latency(
         batch_size=100,
         concurrency=4,
         rate=rate,
-        duration_s=seconds,
+        duration_s=sizes.settle_s + seconds,
     )
     probes = Probes(uuid.uuid4().hex[:6], sizes.probe_timeout_s)
     backlog: list[int] = []
     sender = Sender(options)
     sending_done = asyncio.Event()
-    started = time.monotonic()
     load = asyncio.create_task(sender.run(totals.tee(facts.tee(events))))
-    monitor = asyncio.create_task(_backlog(stack, before, sender, probes, backlog))
+    monitor = asyncio.create_task(_backlog(stack, start_metrics, sender, probes, backlog))
+    # A steady state first: the load runs at the phase's rate for settle_s before the probes
+    # and the measured figures start, so a phase does not measure the stack still working off
+    # the one before it (RocksDB compactions, chDB merges, a backlog). A stack that cannot
+    # keep up at this rate still shows it: the backlog is reported from the phase's start.
+    await asyncio.sleep(sizes.settle_s)
+    backlog_at_start = backlog[-1] if backlog else 0
+    accepted_at_start = sender.stats.accepted
+    # Per process as well: each process's event-loop lag is its own.
+    per_process_before = await asyncio.to_thread(stack.process_metrics)
+    before = summed(per_process_before)
+    cpu0 = stack.worker_cpu_s()
+    started = time.monotonic()
     posts: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         poller = asyncio.create_task(probes.poll(http, stack, sending_done))
@@ -831,7 +847,7 @@ async def latency(
     counts_after = await asyncio.to_thread(stage_counts, stack)
     profiled = sum(counts_after[k] - counts_before[k] for k in ("profile", "duplicates_dropped"))
     cpu = stack.worker_cpu_s() - cpu0
-    achieved = stats.accepted / load_s if load_s > 0 else 0.0
+    achieved = (stats.accepted - accepted_at_start) / load_s if load_s > 0 else 0.0
     backlog_end = backlog[-1] if backlog else 0
     kept_up = achieved >= 0.9 * rate and backlog_end <= 2 * rate
     lat = probes.latencies_s
@@ -839,8 +855,10 @@ async def latency(
     out: dict[str, Any] = {
         "rate_target": rate,
         "rate_achieved": achieved,
+        "settle_s": sizes.settle_s,
+        "backlog_events_at_start": backlog_at_start,
         "seconds": load_s,
-        "events_accepted": stats.accepted,
+        "events_accepted": stats.accepted,  # settling included
         # Kept up: the collector took >= 90 % of the rate and at most two seconds of events
         # were waiting for the profile stage at the end of the load.
         "kept_up": kept_up,
@@ -975,7 +993,10 @@ async def _phases(
 ) -> None:
     # The background streams: as many events as each phase can send, generated meanwhile.
     bg_2000 = pool.submit(
-        _simulation, sizes.customers, int(sizes.rate * sizes.seconds * 1.1) + 100, 2
+        _simulation,
+        sizes.customers,
+        int(sizes.rate * (sizes.settle_s + sizes.seconds) * 1.1) + 100,
+        2,
     )
     drain = Drain(stack)
     try:
@@ -984,7 +1005,10 @@ async def _phases(
         events.clear()
         half = max(1.0, result["sustained_events_per_s"] / 2)
         bg_half = pool.submit(
-            _simulation, sizes.customers, int(half * sizes.seconds * 1.1) + 100, 3
+            _simulation,
+            sizes.customers,
+            int(half * (sizes.settle_s + sizes.seconds) * 1.1) + 100,
+            3,
         )
         phases = (("latency_2000", sizes.rate, bg_2000), ("latency_half", half, bg_half))
         for name, rate, background in phases:
@@ -1006,6 +1030,7 @@ def run(
     seconds: float | None = None,
     rate: float | None = None,
     probe_interval_s: float | None = None,
+    settle_s: float | None = None,
     split: bool = True,
 ) -> dict[str, Any]:
     """All phases on a fresh stack; the figures as a (nested) dict.
@@ -1018,6 +1043,7 @@ def run(
         seconds=seconds or base.seconds,
         rate=rate or base.rate,
         probe_interval_s=probe_interval_s or base.probe_interval_s,
+        settle_s=base.settle_s if settle_s is None else settle_s,
         drain_timeout_s=base.drain_timeout_s,
         probe_timeout_s=base.probe_timeout_s,
     )
@@ -1062,6 +1088,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="background events/s (default 2000)")
     parser.add_argument("--probe-interval", type=float, help="seconds between probes")
     parser.add_argument(
+        "--settle",
+        type=float,
+        help="seconds of load at a latency phase's rate before it is measured (default 30)",
+    )
+    parser.add_argument(
         "--one-process",
         action="store_true",
         help="one worker process with every role (default: identity+profile, and sink+api)",
@@ -1075,6 +1106,7 @@ def main() -> None:
         seconds=args.seconds,
         rate=args.rate,
         probe_interval_s=args.probe_interval,
+        settle_s=args.settle,
         split=not args.one_process,
     )
     if args.json:
