@@ -19,10 +19,10 @@ interval after a burst added up to 0.5 s to the time from an event's acknowledge
 profile. Under a steady stream a fetch is never empty, so batches still fill up to the interval
 or ``max_rows``. The other side of it is cost: every insert makes a new part in each table (a
 directory of files) that background merges then rewrite: 10-27 ms of CPU per insert in chDB
-whatever its size (README, "The sink is not a faust agent"). So a table nothing waits for (the events timeline) gets a
-group of its own with a longer interval, and the lookups' group flushes when the profile rows
-have caught up, not for identity rows alone: a profile lookup needs both, and identity's rows
-always come first (the profile stage is downstream of them).
+whatever its size (README, "The sink is not a faust agent"). So a table nothing waits for
+(the events timeline) gets a group of its own with a longer interval, and the lookups' group
+flushes when the profile rows have caught up, not for identity rows alone: a profile lookup
+needs both, and identity's rows always come first (the profile stage is downstream of them).
 """
 
 from __future__ import annotations
