@@ -123,3 +123,51 @@ def test_eager_commit_does_nothing_without_transactions_when_disabled_or_stoppin
             assert app.consumer.calls == []
 
     asyncio.run(scenario())
+
+
+class _FaustConsumer:
+    """faust's own ``Consumer.commit`` single-flight logic on a stand-in: ``force_commit``
+    records what it committed and holds until released."""
+
+    def __init__(self) -> None:
+        import types
+
+        from faust.transport.consumer import Consumer
+
+        self.app = types.SimpleNamespace(client_only=False)
+        self.loop = asyncio.get_running_loop()
+        self._commit_fut: asyncio.Future[None] | None = None
+        self.committed: list[set[str] | None] = []
+        self.release = asyncio.Event()
+        self.maybe_wait_for_commit_to_finish = types.MethodType(
+            Consumer.maybe_wait_for_commit_to_finish, self
+        )
+        self.commit = types.MethodType(Consumer.commit, self)
+
+    async def force_commit(self, topics: set[str] | None, start_new_transaction: bool) -> bool:
+        self.committed.append(topics)
+        await self.release.wait()
+        return True
+
+
+def test_a_commit_requested_while_another_runs_commits_after_it() -> None:
+    from pipeline.worker.txsend import commit_after_running_commit
+
+    commit_after_running_commit()
+    commit_after_running_commit()  # idempotent: patched once
+
+    async def scenario() -> None:
+        consumer = _FaustConsumer()
+        timer = asyncio.ensure_future(consumer.commit())  # all topics
+        await asyncio.sleep(0)
+        eager = asyncio.ensure_future(consumer.commit({"resolved"}))
+        other = asyncio.ensure_future(consumer.commit({"raw"}))
+        await asyncio.sleep(0.01)
+        assert consumer.committed == [None]  # one commit at a time: the others wait
+        consumer.release.set()
+        results = await asyncio.wait_for(asyncio.gather(timer, eager, other), timeout=5)
+        # faust alone returned False for the waiting two without committing their topics
+        assert results == [True, True, True]
+        assert consumer.committed == [None, {"resolved"}, {"raw"}]
+
+    asyncio.run(scenario())
