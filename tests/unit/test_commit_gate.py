@@ -167,7 +167,7 @@ def test_a_commit_requested_while_another_runs_commits_after_it() -> None:
         consumer.release.set()
         results = await asyncio.wait_for(asyncio.gather(timer, eager, other), timeout=5)
         # faust alone returned False for the waiting two without committing their topics
-        assert results == [True, True, True]
+        assert list(results) == [True, True, True]
         assert consumer.committed == [None, {"resolved"}, {"raw"}]
 
     asyncio.run(scenario())
