@@ -16,6 +16,7 @@ import os
 import random
 import signal
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,14 @@ async def observe(settings: Settings, sink: Observed, stop: asyncio.Event) -> No
         await consumer.stop()
 
 
+async def paced(batches: list[list[dict[str, Any]]], per_s: float) -> AsyncIterator[Any]:
+    """The batches at ``per_s`` a second (a steady input stream, not a pause for syncing)."""
+    for i, batch in enumerate(batches):
+        if i:
+            await asyncio.sleep(1 / per_s)
+        yield batch
+
+
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     kafka_broker: str, unique: str, tmp_path: Path
 ) -> None:
@@ -151,7 +160,12 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
         nonlocal kills
         stop = asyncio.Event()
         watcher = asyncio.create_task(observe(settings, observed, stop))
-        await produce_batches(settings, batches)
+        # A quarter up front, the rest as a steady stream (~500 events/s) while the worker runs,
+        # so the kill lands mid-stream however fast the worker is: with everything up front it
+        # could resolve the whole log within one commit interval, before the kill.
+        head = len(batches) // 4
+        await produce_batches(settings, batches[:head])
+        rest = asyncio.create_task(produce_batches(settings, paced(batches[head:], per_s=50)))
         worker = start_worker_process(settings, tmp_path / "worker-1.log")
         try:
             await wait_until(
@@ -165,12 +179,19 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
             kills += 1
             assert len(observed.event_customers) < len(log), "finished before the kill"
             worker = start_worker_process(settings, tmp_path / "worker-2.log")
-            await wait_until(
-                lambda: len(observed.event_customers) == len(log),
-                180,
-                "every event resolved",
-                worker,
-            )
+            await asyncio.wait_for(rest, 120)
+            try:
+                await wait_until(
+                    lambda: len(observed.event_customers) == len(log),
+                    180,
+                    "every event resolved",
+                    worker,
+                )
+            except AssertionError as exc:  # say which events, for the next diagnosis
+                missing = sorted(set(expected_final) - set(observed.event_customers))
+                raise AssertionError(
+                    f"{exc}: {len(missing)} of {len(log)} never seen, e.g. {missing[:5]}"
+                ) from exc
         finally:
             stop_process(worker.pid, 30)  # SIGTERM: the last transaction commits
             stop.set()

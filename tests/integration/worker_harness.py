@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +85,22 @@ def event(
     }
 
 
-async def produce_batches(settings: Settings, batches: Iterable[list[dict[str, Any]]]) -> None:
+async def produce_batches(
+    settings: Settings,
+    batches: Iterable[list[dict[str, Any]]] | AsyncIterable[list[dict[str, Any]]],
+) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
+    topic = settings.topic(TOPIC_RAW)
     try:
-        for batch in batches:
-            await producer.send(settings.topic(TOPIC_RAW), avro.encode_batch(batch))
+        if isinstance(batches, AsyncIterable):
+            async for batch in batches:
+                await producer.send(topic, avro.encode_batch(batch))
+        else:
+            for batch in batches:
+                await producer.send(topic, avro.encode_batch(batch))
         await producer.flush()
     finally:
         await producer.stop()
