@@ -58,7 +58,6 @@ def create_faust_app(settings: Settings) -> faust.App:
     from pipeline.worker.rocksdb_options import RocksDBMemory, bounded_table_class
     from pipeline.worker.txsend import (
         commit_after_running_commit,
-        commit_past_skipped_offsets,
         commit_transactions_concurrently,
         guard_transaction_commits,
     )
@@ -66,7 +65,6 @@ def create_faust_app(settings: Settings) -> faust.App:
     guard_transaction_commits()
     commit_transactions_concurrently()
     commit_after_running_commit()
-    commit_past_skipped_offsets()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     rocksdb_memory = RocksDBMemory.from_settings(settings)
     app = faust.App(

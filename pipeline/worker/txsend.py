@@ -197,45 +197,6 @@ def commit_after_running_commit() -> None:
     Consumer.commit = commit  # type: ignore[method-assign]
 
 
-def commit_past_skipped_offsets() -> None:
-    """Let faust commit a partition whose next offsets were skipped by the consumer.
-
-    A ``read_committed`` consumer skips the records of aborted transactions and the
-    transaction markers, so the offsets it delivers have holes. faust fills a hole it sees
-    between two messages it delivered, but after a seek (start, rebalance) it can miss the one
-    between the committed offset and the first message delivered, and it refuses to commit a
-    partition whose oldest acked offset is more than one past the committed one. A worker
-    restarted after a crash meets exactly that: the crashed worker's open transaction is
-    aborted when the new one fences it, its records sit right after the committed offset, and
-    the new worker then never committed that partition again. Its transaction stayed open
-    until the broker aborted it (60 s), holding back every ``read_committed`` reader of the
-    partitions it wrote, and the worker was fenced (the crash test: 1 in 4 runs failed, others
-    took 107 instead of 45 s). Before faust computes the offset, the hole is filled when no
-    delivered message still being processed has an offset in it, i.e. the consumer skipped
-    it. Patched once per process.
-    """
-    from faust.transport.consumer import Consumer
-
-    original = Consumer._new_offset
-    if getattr(original, "_cdp_skipped", False):
-        return
-
-    def _new_offset(self: Consumer, tp: Any) -> int | None:
-        acked = self._acked[tp]
-        committed = self._committed_offset[tp]
-        if acked and committed:
-            first = min(acked)
-            if first - committed > 1 and not any(
-                message.tp == tp and committed <= message.offset < first
-                for message in list(self._unacked_messages)
-            ):
-                self._gap[tp].addi(committed, first)
-        return original(self, tp)
-
-    _new_offset._cdp_skipped = True  # type: ignore[attr-defined]
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-
-
 def commit_transactions_concurrently() -> None:
     """Make faust commit the transactions of its per-partition producers concurrently.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from pipeline.worker.txsend import CommitGate
 
@@ -172,40 +171,3 @@ def test_a_commit_requested_while_another_runs_commits_after_it() -> None:
         assert consumer.committed == [None, {"resolved"}, {"raw"}]
 
     asyncio.run(scenario())
-
-
-class _Offsets:
-    """faust's per-partition offset bookkeeping (``Consumer._new_offset``) on a stand-in."""
-
-    def __init__(self, committed: int, acked: list[int], in_flight: list[int]) -> None:
-        import types
-        from collections import defaultdict
-
-        from faust.transport.consumer import Consumer
-        from faust.types import TP
-        from intervaltree import IntervalTree
-
-        self.tp = TP("resolved", 0)
-        self._committed_offset = {self.tp: committed}
-        self._acked = {self.tp: list(acked)}
-        self._acked_index = {self.tp: set(acked)}
-        self._gap: defaultdict[Any, IntervalTree] = defaultdict(IntervalTree)
-        self._unacked_messages = [
-            types.SimpleNamespace(tp=self.tp, offset=offset) for offset in in_flight
-        ]
-        self.new_offset = types.MethodType(Consumer._new_offset, self)
-
-
-def test_offsets_the_consumer_skipped_after_the_committed_one_do_not_stop_commits() -> None:
-    from pipeline.worker.txsend import commit_past_skipped_offsets
-
-    commit_past_skipped_offsets()
-    commit_past_skipped_offsets()  # idempotent: patched once
-    # Committed up to 2; 2-4 were an aborted transaction's records and its marker, which a
-    # read_committed consumer never delivers; 5-8 were processed. faust alone returned None
-    # here forever (its oldest acked offset is more than one past the committed one).
-    skipped = _Offsets(committed=2, acked=[5, 6, 7, 8], in_flight=[9])
-    assert skipped.new_offset(skipped.tp) == 9
-    # A delivered message still being processed inside the hole: nothing is committed past it.
-    busy = _Offsets(committed=2, acked=[5, 6], in_flight=[3, 4])
-    assert busy.new_offset(busy.tp) is None
