@@ -160,14 +160,20 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
         nonlocal kills
         stop = asyncio.Event()
         watcher = asyncio.create_task(observe(settings, observed, stop))
-        # A quarter up front, the rest as a steady stream (~500 events/s) while the worker runs,
-        # so the kill lands mid-stream however fast the worker is: with everything up front it
-        # could resolve the whole log within one commit interval, before the kill.
-        head = len(batches) // 4
+        # An eighth up front; the rest as a steady stream (~500 events/s) once the worker has
+        # resolved some, so the kill (at a quarter) lands mid-stream however fast the worker
+        # is: with everything up front it could resolve the whole log before the kill.
+        head = len(batches) // 8
         await produce_batches(settings, batches[:head])
-        rest = asyncio.create_task(produce_batches(settings, paced(batches[head:], per_s=50)))
         worker = start_worker_process(settings, tmp_path / "worker-1.log")
         try:
+            await wait_until(
+                lambda: len(observed.event_customers) >= len(log) // 16,
+                120,
+                "some resolved",
+                worker,
+            )
+            rest = asyncio.create_task(produce_batches(settings, paced(batches[head:], per_s=50)))
             await wait_until(
                 lambda: len(observed.event_customers) >= len(log) // 4,
                 120,
@@ -179,7 +185,7 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
             kills += 1
             assert len(observed.event_customers) < len(log), "finished before the kill"
             worker = start_worker_process(settings, tmp_path / "worker-2.log")
-            await asyncio.wait_for(rest, 120)
+            await asyncio.wait_for(rest, 120)  # the whole log is in the raw topic
             try:
                 await wait_until(
                     lambda: len(observed.event_customers) == len(log),
