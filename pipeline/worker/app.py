@@ -55,6 +55,7 @@ class HttpService(Service):
 
 
 def create_faust_app(settings: Settings) -> faust.App:
+    from pipeline.worker.recovery import resume_streams_last
     from pipeline.worker.rocksdb_options import RocksDBMemory, bounded_table_class
     from pipeline.worker.txsend import (
         commit_after_running_commit,
@@ -65,6 +66,7 @@ def create_faust_app(settings: Settings) -> faust.App:
     guard_transaction_commits()
     commit_transactions_concurrently()
     commit_after_running_commit()
+    resume_streams_last()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     rocksdb_memory = RocksDBMemory.from_settings(settings)
     app = faust.App(
