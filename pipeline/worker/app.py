@@ -59,6 +59,7 @@ def create_faust_app(settings: Settings) -> faust.App:
     from pipeline.worker.rocksdb_options import RocksDBMemory, bounded_table_class
     from pipeline.worker.txsend import (
         commit_after_running_commit,
+        commit_every_processed_run,
         commit_transactions_concurrently,
         guard_transaction_commits,
     )
@@ -66,6 +67,7 @@ def create_faust_app(settings: Settings) -> faust.App:
     guard_transaction_commits()
     commit_transactions_concurrently()
     commit_after_running_commit()
+    commit_every_processed_run()
     resume_streams_last()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     rocksdb_memory = RocksDBMemory.from_settings(settings)
