@@ -51,7 +51,9 @@ def _resuming_last(
 ) -> Callable[..., Awaitable[None]]:
     @functools.wraps(original)  # keeps faust's original as ``__wrapped__``
     async def resume_last(self: Any, generation_id: int = 0) -> None:
-        consumer = self.app.consumer
+        app = self.app
+        consumer = app.consumer
+        rebalances = app.rebalancing_count
         held: set[TP] = set()
 
         def hold(tps: Iterable[TP]) -> None:
@@ -62,11 +64,17 @@ def _resuming_last(
         try:
             await original(self, generation_id)
         finally:
-            del consumer.resume_partitions
+            if vars(consumer).get("resume_partitions") is hold:
+                del consumer.resume_partitions
         # On an exception nothing is resumed: another rebalance (faust's RebalanceAgain) resumes
         # its own partitions when its recovery is done, anything else stops the recovery. The
-        # same when a rebalance began while this one finished.
-        if held and self.app.consumer_generation_id == generation_id:
+        # same when a rebalance began meanwhile: its revocation (which counts it before the
+        # generation changes) has paused the partitions and ended their transactions.
+        if (
+            held
+            and app.rebalancing_count == rebalances
+            and app.consumer_generation_id == generation_id
+        ):
             consumer.resume_partitions(held)
 
     resume_last._cdp_resume_last = True  # type: ignore[attr-defined]

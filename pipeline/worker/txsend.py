@@ -303,13 +303,21 @@ def commit_every_processed_run() -> None:
 async def _begin_if_ended(producer: Any, transactional_id: str) -> None:
     """Begin a transaction on ``transactional_id``'s producer if faust ended its last one.
 
-    aiokafka has no public "in a transaction" test; its own ``send`` asks the transaction
-    manager the same way. Faust's commits run one at a time, so nothing races this check.
+    Only from aiokafka's READY state (transaction ended): a failed transaction
+    (ABORTABLE_ERROR) must fail the commit, as it would have. aiokafka has no public test of
+    that state; its own ``send`` asks the transaction manager the same way. Under faust's lock
+    for the producer, which a rebalance takes to begin transactions itself.
     """
+    from aiokafka.producer.transaction_manager import TransactionState
+
     transaction_producer = producer._transaction_producers.get(transactional_id)
+    lock = producer._trn_locks.get(transactional_id)
     manager = getattr(transaction_producer, "_txn_manager", None)
-    if manager is not None and not manager.is_in_transaction():
-        await transaction_producer.begin_transaction()
+    if manager is None or lock is None:
+        return  # faust itself reports the unknown transaction
+    async with lock:
+        if manager.state is TransactionState.READY:
+            await transaction_producer.begin_transaction()
 
 
 class EagerCommit:

@@ -57,6 +57,7 @@ def _recovery(consumer: _Consumer, generation_id: int = 1) -> Any:
     app = types.SimpleNamespace(
         consumer=consumer,
         consumer_generation_id=generation_id,
+        rebalancing_count=1,
         on_rebalance_complete=types.SimpleNamespace(send=send),
         conf=types.SimpleNamespace(broker_request_timeout=5.0),
         # faust's flow control empties every agent's input queue when it resumes
@@ -156,4 +157,20 @@ def test_a_rebalance_before_the_resume_resumes_nothing(method: str) -> None:
     consumer = _Consumer(calls)
     asyncio.run(_patched(method)(_recovery(consumer, generation_id=2), 1))
     assert calls == []
+    assert "resume_partitions" not in vars(consumer)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_revocation_during_the_seek_resumes_nothing(method: str) -> None:
+    """faust counts a new rebalance when it revokes, before the generation changes."""
+    calls: list[str] = []
+    consumer = _Consumer(calls)
+    recovery = _recovery(consumer, generation_id=1)
+
+    def revoke() -> None:
+        recovery.app.rebalancing_count += 1
+
+    consumer.seek = revoke
+    asyncio.run(_patched(method)(recovery, 1))
+    assert f"resume {[STREAM]}" not in calls
     assert "resume_partitions" not in vars(consumer)

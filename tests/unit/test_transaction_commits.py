@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections import defaultdict
 from typing import Any
 
 import pytest
 from aiokafka.errors import IllegalOperation
+from aiokafka.producer.transaction_manager import TransactionState
 from faust.transport.drivers.aiokafka import Producer
 
 from pipeline.worker.txsend import commit_transactions_concurrently
 
 
 class _Manager:
-    def __init__(self) -> None:
-        self.in_transaction = True  # faust begins one when it creates the producer
+    """aiokafka's transaction manager as far as these commits see it."""
 
-    def is_in_transaction(self) -> bool:
-        return self.in_transaction
+    def __init__(self) -> None:
+        self.state = TransactionState.IN_TRANSACTION  # faust begins one when it creates it
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.state is TransactionState.IN_TRANSACTION
 
 
 class _TransactionalProducer:
@@ -36,7 +39,9 @@ class _TransactionalProducer:
         self.fail = fail
 
     async def begin_transaction(self) -> None:
-        self._txn_manager.in_transaction = True
+        await asyncio.sleep(0)  # aiokafka waits for its producer id first
+        assert self._txn_manager.state is TransactionState.READY, self._txn_manager.state
+        self._txn_manager.state = TransactionState.IN_TRANSACTION
         self.log.append(f"{self.name} begin")
 
     async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
@@ -48,14 +53,14 @@ class _TransactionalProducer:
             raise RuntimeError(f"{self.name} broker error")
 
     async def commit_transaction(self) -> None:
-        self._txn_manager.in_transaction = False
+        self._txn_manager.state = TransactionState.READY
         self.log.append(f"{self.name} commit")
 
 
 def _producer(log: list[str], failing: str = "") -> Any:
     producers = {tid: _TransactionalProducer(log, tid, tid == failing) for tid in ("t-0", "t-1")}
     return types.SimpleNamespace(
-        _transaction_producers=producers, _trn_locks=defaultdict(asyncio.Lock)
+        _transaction_producers=producers, _trn_locks={tid: asyncio.Lock() for tid in producers}
     )
 
 
@@ -105,3 +110,12 @@ def test_offsets_left_after_the_final_commit_commit_in_a_transaction_of_their_ow
         "t-0 commit",
     ]
     assert not producer._transaction_producers["t-0"]._txn_manager.in_transaction
+
+
+def test_a_failed_transaction_is_not_begun_anew_and_its_commit_fails() -> None:
+    log: list[str] = []
+    producer = _producer(log)
+    producer._transaction_producers["t-0"]._txn_manager.state = TransactionState.ABORTABLE_ERROR
+    with pytest.raises(IllegalOperation):
+        asyncio.run(_commit(producer, {"t-0": 5}, start_new=True))
+    assert log == []
