@@ -84,6 +84,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from bench.probe_trace import ProbeTrace, ProbeWatcher, summarize
 from bench.procs import cpu_seconds, log_tail, print_figures, proc_status
 from pipeline.demo import DUPLICATES, EVENTS_ROWS, PROFILE_EVENTS, StreamFacts, scrape
 from pipeline.demo_report import score_identity
@@ -684,6 +685,7 @@ POLL_MIN_AGE_S = 0.3
 class Probe:
     email: str
     acked: float  # monotonic time of the collector's 200
+    number: int
 
 
 @dataclass
@@ -708,6 +710,7 @@ class Probes:
     polls: int = 0
     latencies_s: list[float] = field(default_factory=list)
     outstanding: list[Probe] = field(default_factory=list)
+    trace: ProbeTrace | None = None  # wall-clock times, for the hops (bench/probe_trace.py)
     _numbers: Iterator[int] = field(default_factory=itertools.count)
 
     async def send(self, http: aiohttp.ClientSession, stack: Stack) -> None:
@@ -732,7 +735,9 @@ class Probes:
             ok = False
         if ok:
             self.sent += 1
-            self.outstanding.append(Probe(email, time.monotonic()))
+            self.outstanding.append(Probe(email, time.monotonic(), n))
+            if self.trace is not None:
+                self.trace.acked[n] = time.time()
         else:
             self.failed += 1
 
@@ -748,6 +753,8 @@ class Probes:
         except (aiohttp.ClientError, TimeoutError):
             return False
         self.latencies_s.append(time.monotonic() - probe.acked)
+        if self.trace is not None:
+            self.trace.found[probe.number] = time.time()
         return True
 
     async def poll(
@@ -803,6 +810,13 @@ async def latency(
         duration_s=sizes.settle_s + seconds,
     )
     probes = Probes(uuid.uuid4().hex[:6], sizes.probe_timeout_s)
+    probes.trace = ProbeTrace(probes.tag)
+    watcher = ProbeWatcher(
+        stack.settings.kafka_bootstrap,
+        stack.settings.topic(TOPIC_RESOLVED),
+        stack.settings.topic(TOPIC_PROFILE_CHANGES),
+        stack.settings.topic_partitions,
+    )
     backlog: list[int] = []
     sender = Sender(options)
     sending_done = asyncio.Event()
@@ -819,6 +833,7 @@ async def latency(
     per_process_before = await asyncio.to_thread(stack.process_metrics)
     before = summed(per_process_before)
     cpu0 = stack.worker_cpu_s()
+    await watcher.start(probes.trace)
     started = time.monotonic()
     posts: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -836,6 +851,7 @@ async def latency(
         finally:
             for task in (monitor, poller, *posts):
                 task.cancel()
+            await watcher.stop()
     totals.add(stats)
     totals.add_probes(probes)
     try:
@@ -877,6 +893,8 @@ async def latency(
         # The first and the last third of the probes: a growing backlog shows as a rising p50.
         "first_third_p50_ms": _percentile(lat[:third], 0.5) * 1000,
         "last_third_p50_ms": _percentile(lat[-third:], 0.5) * 1000,
+        # Where the probes' time went, hop by hop (bench/probe_trace.py).
+        "hops": summarize(probes.trace.hops()),
         "worker_e2e": histogram_quantiles(after, before, E2E_HISTOGRAM, (0.5, 0.95, 0.99)),
         # How old the events were when each stream stage was done with them (the sink's is
         # worker_e2e): where the delay builds up.
