@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from mode.utils.times import want_seconds
 
 from pipeline import settings as s
+
+if TYPE_CHECKING:
+    import faust
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,49 @@ def pipeline_topics(settings: s.Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the missing topics; return the names created. Existing ones are left as they are."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cdp-admin")
+def changelog_topics(app: faust.App) -> list[TopicSpec]:
+    """The changelog topics of ``app``'s tables, as faust would declare them on start.
+
+    Created before the worker starts, they are in the broker's metadata by the time faust's
+    first assignment looks for them: a changelog topic faust has only just created can be
+    missing from that metadata ("Ignoring missing topic"), and the stage whose table it backs
+    then never gets its partitions (seen with a fresh app id).
+    """
+    specs = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        config = {str(k): str(v) for k, v in (topic.config or {}).items()}
+        # faust's own mapping (aiokafka transport, _prepare_compat_settings).
+        flags = (("compact", topic.compacting), ("delete", topic.deleting))
+        policy = [name for name, on in flags if on]
+        if policy:
+            config["cleanup.policy"] = ",".join(policy)
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        specs.append(
+            TopicSpec(
+                topic.get_topic_name(),
+                topic.partitions or app.conf.topic_partitions,
+                topic.replicas or app.conf.topic_replication_factor,
+                config,
+            )
+        )
+    return specs
+
+
+def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], connect_timeout_s: float = 30.0
+) -> list[str]:
+    """Create the missing topics; return the names created. Existing ones are left as they are.
+
+    Raises a ``KafkaError`` (``NoBrokersAvailable``) if no broker answers within
+    ``connect_timeout_s``.
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="cdp-admin",
+        bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+    )
     try:
         existing = set(admin.list_topics())
         wanted = [

@@ -221,6 +221,7 @@ def run_worker(settings: Settings) -> None:
         shutil.rmtree(tabledir, ignore_errors=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    declare_changelogs(app, settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     clean = False
     try:
@@ -231,6 +232,29 @@ def run_worker(settings: Settings) -> None:
     finally:
         if clean:
             marker.unlink(missing_ok=True)
+
+
+def declare_changelogs(app: faust.App, settings: Settings) -> list[str]:
+    """Create the tables' changelog topics before faust starts (see
+    :func:`pipeline.kafka_admin.changelog_topics`); the names created.
+
+    Best effort: with the broker not reachable within a few seconds faust declares them itself
+    once it is (it waits for the broker anyway).
+    """
+    from kafka.errors import KafkaError
+
+    from pipeline.kafka_admin import changelog_topics, ensure_topics
+
+    try:
+        created = ensure_topics(
+            settings.kafka_bootstrap, changelog_topics(app), connect_timeout_s=5.0
+        )
+    except KafkaError as exc:
+        log.warning("changelog topics not created ahead (%r); faust will declare them", exc)
+        return []
+    if created:
+        log.info("created changelog topics: %s", ", ".join(created))
+    return created
 
 
 def use_uvloop() -> None:
