@@ -78,13 +78,14 @@ def ensure_topics(
     """Create the missing topics; return the names created. Existing ones are left as they are.
 
     Raises a ``KafkaError`` (``NoBrokersAvailable``) if no broker answers within
-    ``connect_timeout_s``.
+    ``connect_timeout_s`` (on kafka-python 3; 2.x waits its own time).
     """
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="cdp-admin",
-        bootstrap_timeout_ms=int(connect_timeout_s * 1000),
-    )
+    timeout: dict[str, int] = {}
+    # kafka-python 3 bounds the first connection with this (30 s by default); 2.x, which the
+    # dependency range still allows, has no such setting and refuses unknown ones.
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
+        timeout["bootstrap_timeout_ms"] = int(connect_timeout_s * 1000)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cdp-admin", **timeout)
     try:
         existing = set(admin.list_topics())
         wanted = [
