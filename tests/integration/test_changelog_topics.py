@@ -42,7 +42,8 @@ def test_changelog_topics_are_created_ahead_as_faust_declares_them(
     finally:
         admin.close()
     for name, table in expected.items():
-        assert len(described[name]["partitions"]) == (table.partitions or 4), name
+        partitions = table.partitions or settings.topic_partitions
+        assert len(described[name]["partitions"]) == partitions, name
     policies = {name: c["cleanup.policy"]["value"] for name, c in configs["topic"].items()}
     assert policies == dict.fromkeys(expected, "compact")
 
